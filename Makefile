@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+LATPROF := $(VENV)/bin/latprof
+STAMP  := $(VENV)/.installed
+DEMO   ?= out/demo
+
+.PHONY: venv demo test test-interpret test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job on the CPU: sweep a small model's conv layers, then show what the table holds.
+demo: $(STAMP)
+	$(LATPROF) sweep --model vgg16_cifar10 --batch 8 --every 16 --quick --out $(DEMO)/cpu.parquet
+	$(LATPROF) tables info $(DEMO)/cpu.parquet --model vgg16_cifar10
+	$(LATPROF) tables validate $(DEMO)/cpu.parquet
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Only the Triton kernels, run by Triton's interpreter on CPU tensors.
+test-interpret: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/kernels
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/sweep_bench.py --out bench/results
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,27 @@
+"""Triton convolution kernels with explicit tiles, and the analytic wave model.
+
+Installs as `latprof.kernels`. On a machine without a GPU the kernels run (slowly) under
+`TRITON_INTERPRET=1`, which Triton reads when the kernels are decorated, i.e. at the first
+import of this package: set it before importing.
+"""
+
+from latprof.kernels.conv2d import conv2d, interpreted, k_iterations, launch_grid
+from latprof.kernels.tiles import DEFAULT_TILE, TILE_CONFIGS, TileConfig, as_tile
+from latprof.kernels.wave import (
+    PRESETS,
+    DevicePreset,
+    estimate_regs_per_thread,
+    estimate_smem_bytes,
+    get_preset,
+    predicted_edges,
+    predicted_latency_curve,
+    resident_blocks,
+    tile_count,
+    waves,
+)
+
+__all__ = [
+    "DEFAULT_TILE", "PRESETS", "TILE_CONFIGS", "DevicePreset", "TileConfig", "as_tile", "conv2d",
+    "estimate_regs_per_thread", "estimate_smem_bytes", "get_preset", "interpreted", "k_iterations",
+    "launch_grid", "predicted_edges", "predicted_latency_curve", "resident_blocks", "tile_count", "waves",
+]

@@ -1,0 +1,207 @@
+"""Analytic wave model: where the latency staircase of a Triton conv should have its steps.
+
+A kernel launch is a grid of programs (thread blocks); each SM holds up to
+`resident_blocks` of them at once, so the GPU runs the grid in
+  waves = ceil(tiles / (sm_count * resident_blocks))
+rounds, and each program runs its K loop `k_iterations` times. To first order the
+latency is proportional to waves * k_iterations: one more output channel costs nothing
+until it needs a new column of tiles that does not fit in the last wave (the "tail
+effect"), and one more input channel costs nothing until K needs another block_k chunk.
+The model ignores memory bandwidth, L2 hits and clock changes; it predicts *where* steps
+fall, and the measured tables say how high they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from latprof.errors import LatprofError
+from latprof.kernels.conv2d import k_iterations, launch_grid
+from latprof.kernels.tiles import TileConfig, as_tile
+from latprof.spec import ConvSpec
+
+AXES = ("c_out", "c_in")
+_ELEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+_MAX_REGS_PER_THREAD = 255  # architectural limit; beyond it the compiler spills
+_REG_ALLOC_UNIT = 256  # registers are allocated per warp in chunks of 256 (sm_70..sm_90)
+
+
+@dataclass(frozen=True)
+class DevicePreset:
+    """Per-GPU occupancy limits (NVIDIA CUDA C Programming Guide, compute capability table).
+
+    smem_per_sm_bytes: the largest shared-memory carve-out of one SM; smem_per_block_bytes:
+    the most one block may use (opt-in maximum). The 1 KiB per block that sm_80+ reserve
+    for the system is ignored, as are per-sub-partition register limits.
+    """
+
+    name: str
+    sm_count: int
+    max_blocks_per_sm: int
+    max_threads_per_sm: int
+    regs_per_sm: int
+    smem_per_sm_bytes: int
+    smem_per_block_bytes: int
+    compute_capability: str = ""
+
+
+KIB = 1024
+PRESETS: dict[str, DevicePreset] = {p.name: p for p in (
+    # Turing TU102: 64 KiB shared memory per SM, only 1024 threads and 16 blocks per SM.
+    DevicePreset("titan_rtx", 72, 16, 1024, 65536, 64 * KIB, 64 * KIB, "7.5"),
+    # Volta GV100 (SXM2/PCIe both 80 SMs): 96 KiB of the 128 KiB L1 can be shared memory.
+    DevicePreset("v100", 80, 32, 2048, 65536, 96 * KIB, 96 * KIB, "7.0"),
+    # Ampere GA100: 164 KiB per SM, 163 KiB per block.
+    DevicePreset("a100", 108, 32, 2048, 65536, 164 * KIB, 163 * KIB, "8.0"),
+    # Hopper GH100 SXM5 (the PCIe card has 114 SMs): 228 KiB per SM, 227 KiB per block.
+    DevicePreset("h100", 132, 32, 2048, 65536, 228 * KIB, 227 * KIB, "9.0"),
+)}
+
+
+def get_preset(name: str) -> DevicePreset:
+    """Look a preset up by name, with the list of known names in the error."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise LatprofError(f"unknown device preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def estimate_smem_bytes(tile: TileConfig, elem_bytes: int = 4, depthwise: bool = False) -> int:
+    """Shared memory per block: num_stages * (BM*BK + BK*BN) * elem_bytes (A and B tiles,
+    one copy per pipeline stage). The direct depthwise kernel stages nothing: 0."""
+    if depthwise:
+        return 0
+    return tile.num_stages * (tile.block_m * tile.block_k + tile.block_k * tile.block_n) * elem_bytes
+
+
+def estimate_regs_per_thread(tile: TileConfig, elem_bytes: int = 4, depthwise: bool = False) -> int:
+    """Rough registers per thread: the fp32 accumulator (BM*BN / threads), one stage of
+    operands held in registers ((BM*BK + BK*BN) * elem_bytes / 4 / threads; for depthwise
+    the fp32 input tile, BM*BN / threads) and 32 for addresses, indices and the loop.
+    Rounded up to 8, capped at 255. Pass the compiler's real count when known
+    (`compiled_kernel.n_regs` on a GPU) to `resident_blocks(regs_per_thread=...)`."""
+    threads = tile.num_threads
+    acc = math.ceil(tile.block_m * tile.block_n / threads)
+    if depthwise:
+        operands = acc
+    else:
+        operand_words = (tile.block_m * tile.block_k + tile.block_k * tile.block_n) * elem_bytes / 4
+        operands = math.ceil(operand_words / threads)
+    regs = acc + operands + 32
+    return min(_MAX_REGS_PER_THREAD, 8 * math.ceil(regs / 8))
+
+
+def resident_blocks(tile: TileConfig | str, preset: DevicePreset, regs_per_thread: int | None = None,
+                    smem_bytes: int | None = None, *, elem_bytes: int = 4, depthwise: bool = False) -> int:
+    """Blocks of this tile that one SM holds at once: the minimum of the hardware block
+    limit, threads (num_warps*32 per block), registers (allocated per warp in units of 256)
+    and shared memory. 0 means the tile cannot launch on this device (too much shared
+    memory for one block). `regs_per_thread` / `smem_bytes` default to the estimates
+    above for `elem_bytes`-wide inputs (4: fp32, 2: fp16/bf16)."""
+    tile = as_tile(tile)
+    if regs_per_thread is None:
+        regs_per_thread = estimate_regs_per_thread(tile, elem_bytes, depthwise)
+    if smem_bytes is None:
+        smem_bytes = estimate_smem_bytes(tile, elem_bytes, depthwise)
+    if smem_bytes > preset.smem_per_block_bytes or tile.num_threads > preset.max_threads_per_sm:
+        return 0
+    by_threads = preset.max_threads_per_sm // tile.num_threads
+    regs_per_warp = _REG_ALLOC_UNIT * math.ceil(regs_per_thread * 32 / _REG_ALLOC_UNIT)
+    by_regs = (preset.regs_per_sm // max(regs_per_warp, 1)) // tile.num_warps
+    by_smem = preset.smem_per_sm_bytes // smem_bytes if smem_bytes > 0 else preset.max_blocks_per_sm
+    return min(preset.max_blocks_per_sm, by_threads, by_regs, by_smem)
+
+
+def tile_count(spec: ConvSpec, tile: TileConfig | str) -> int:
+    """Programs launched for `spec`: the product of `conv2d.launch_grid`."""
+    return math.prod(launch_grid(spec, as_tile(tile)))
+
+
+def waves(spec: ConvSpec, tile: TileConfig | str, preset: DevicePreset, *,
+          regs_per_thread: int | None = None, smem_bytes: int | None = None) -> int:
+    """ceil(tiles / (sm_count * resident_blocks)) for `spec` on `preset`."""
+    tile = as_tile(tile)
+    elem_bytes = _ELEM_BYTES[spec.dtype]
+    if smem_bytes is None:
+        smem_bytes = estimate_smem_bytes(tile, elem_bytes, spec.depthwise)
+    resident = resident_blocks(tile, preset, regs_per_thread, smem_bytes,
+                               elem_bytes=elem_bytes, depthwise=spec.depthwise)
+    if resident < 1:
+        raise LatprofError(
+            f"tile {tile} does not fit one SM of {preset.name} for {spec.dtype}: it needs {smem_bytes} B "
+            f"of shared memory (limit {preset.smem_per_block_bytes} B per block) and "
+            f"{tile.num_threads} threads (limit {preset.max_threads_per_sm} per SM); "
+            "choose a smaller tile or fewer num_stages")
+    return math.ceil(tile_count(spec, tile) / (preset.sm_count * resident))
+
+
+def _vary(spec: ConvSpec, axis: str, channels: int) -> ConvSpec | None:
+    """`spec` with `channels` on `axis`; depthwise specs keep c_in == c_out == groups.
+    None when the count is not a valid conv (not divisible by groups), or when a depthwise
+    spec would stop being depthwise (1 channel runs the implicit-GEMM kernel instead)."""
+    if spec.depthwise:
+        if channels < 2:
+            return None
+        changes = {"c_in": channels, "c_out": channels, "groups": channels}
+    else:
+        changes = {axis: channels}
+    try:
+        return spec.replace(**changes)
+    except LatprofError:
+        return None
+
+
+def predicted_latency_curve(spec: ConvSpec, tile: TileConfig | str, preset: DevicePreset, axis: str,
+                            channels, *, regs_per_thread: int | None = None,
+                            smem_bytes: int | None = None) -> list[float]:
+    """Relative cost waves * k_iterations for each count in `channels` on `axis`.
+
+    Unitless (one unit = one wave of one K-chunk, or of one filter tap for depthwise); NaN
+    where the count is not a valid conv for `spec` (see `predicted_edges`), so the list
+    plots with gaps.
+    """
+    tile = as_tile(tile)
+    if axis not in AXES:
+        raise LatprofError(f"unknown axis {axis!r}; choose one of {', '.join(AXES)}")
+    costs = []
+    for c in channels:
+        varied = _vary(spec, axis, int(c))
+        if varied is None:
+            costs.append(float("nan"))
+            continue
+        w = waves(varied, tile, preset, regs_per_thread=regs_per_thread, smem_bytes=smem_bytes)
+        costs.append(float(w * k_iterations(varied, tile)))
+    return costs
+
+
+def predicted_edges(spec: ConvSpec, tile: TileConfig | str, preset: DevicePreset, axis: str = "c_out",
+                    max_channels: int | None = None, *, regs_per_thread: int | None = None,
+                    smem_bytes: int | None = None) -> list[int]:
+    """Channel counts where the predicted staircase steps up, ascending.
+
+    Counts c = 1..max_channels (inclusive; default: the spec's own count on `axis`) are
+    evaluated; counts that are not valid convs (not divisible by groups; 1 for depthwise)
+    are skipped. An
+    edge is a count c whose cost is higher than that of the previous valid count, i.e.
+    the *first* count of a new step: counts edge_i .. edge_{i+1}-1 (both inclusive) cost
+    the same. The first valid count is never an edge. Along c_out the cost changes only
+    through the wave count, along c_in only through the K-loop trips ceil(K / block_k)
+    (for depthwise specs both axes move c_in, c_out and groups together, and only waves
+    change).
+    """
+    if max_channels is None:
+        max_channels = spec.c_out if axis == "c_out" else spec.c_in
+    if max_channels < 1:
+        raise LatprofError(f"max_channels must be >= 1, got {max_channels}")
+    counts = range(1, max_channels + 1)
+    costs = predicted_latency_curve(spec, tile, preset, axis, counts,
+                                    regs_per_thread=regs_per_thread, smem_bytes=smem_bytes)
+    edges, previous = [], None
+    for c, cost in zip(counts, costs):
+        if math.isnan(cost):
+            continue
+        if previous is not None and cost > previous:
+            edges.append(c)
+        previous = cost
+    return edges

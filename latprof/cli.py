@@ -1,0 +1,178 @@
+"""The command line: a thin click layer over the library. Commands parse, call, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from latprof import env, plan
+from latprof.errors import LatprofError
+from latprof.spec import DTYPES, LAYOUTS
+
+
+class LatprofGroup(click.Group):
+    """User errors print one line and exit 1; Ctrl-C says how to resume and exits 130."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LatprofError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: every finished row is saved; run the same command again to resume.",
+                       err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LatprofGroup)
+@click.version_option(package_name="latprof")
+@click.pass_context
+def main(ctx):
+    """latprof: measure convolution latency, fit its staircase, prune to a latency target."""
+    ctx.ensure_object(dict)
+
+
+def _values(what):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return plan.parse_values(value, what)
+        except LatprofError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return convert
+
+
+def _input_size(ctx, param, value):
+    if value is None:
+        return None
+    parts = value.replace("x", ",").split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{value!r}: write C,H,W, for example 3,224,224")
+    return tuple(int(p) for p in parts)
+
+
+@main.command()
+@click.option("--model", help="Model name (see `latprof models`) or path/to/file.py:factory.")
+@click.option("--input-size", callback=_input_size, help="C,H,W of one image (default: the model's).")
+@click.option("--cin", callback=_values("cin"), help="Grid: input channels, e.g. 64 or 16-128:16.")
+@click.option("--cout", callback=_values("cout"), help="Grid: output channels.")
+@click.option("--hw", callback=_values("hw"), default="32", show_default=True, help="Grid: input H=W.")
+@click.option("--kernel", callback=_values("kernel"), default="3", show_default=True, help="Grid: kernel size.")
+@click.option("--stride", callback=_values("stride"), default="1", show_default=True, help="Grid: stride.")
+@click.option("--groups", callback=_values("groups"), default="1", show_default=True, help="Grid: groups.")
+@click.option("--batch", "batches", callback=_values("batch"), default="1", show_default=True,
+              help="Batch size(s), e.g. 1,8,32.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--layout", type=click.Choice(LAYOUTS), default="nchw", show_default=True)
+@click.option("--device", help="cpu, cuda or cuda:N (default: the first GPU, else the CPU).")
+@click.option("--gpu", help="A visible GPU by name (titan_rtx matches 'NVIDIA TITAN RTX') or index.")
+@click.option("--backend", type=click.Choice(["cpu", "cudnn", "triton"]),
+              help="Default: cpu on the CPU, cudnn on a GPU.")
+@click.option("--tile", default="", help="Triton tile config, e.g. 64x64x32,w4,s3 (--backend triton).")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Measure every k-th channel count of each line (plus the ends).")
+@click.option("--shard", "shard_text", help="Measure the i-th of n shares: i/n. Merge with `latprof tables merge`.")
+@click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this long; run again to resume.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Table file (default: tables/<device>.parquet).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: LATPROF_THREADS or torch's).")
+@click.option("--quick", is_flag=True, help="Short timing protocol (demos, smoke tests).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dtype, layout, device, gpu,
+          backend, tile, every, shard_text, budget_minutes, out, threads, quick, no_progress):
+    """Measure convolution latency on a device and write its table."""
+    from latprof import sweep as sweeps
+    from latprof.timing import Protocol
+
+    grid = None
+    if cin is not None or cout is not None:
+        if cin is None or cout is None:
+            raise click.BadParameter("a grid needs both --cin and --cout")
+        grid = dict(cin=cin, cout=cout, hw=hw, kernel=kernel, stride=stride, groups=groups)
+    if not batches:
+        raise click.BadParameter("--batch: no batch size given")
+    cfg = sweeps.SweepConfig(
+        model=model, input_size=input_size, grid=grid, batches=tuple(batches), dtype=dtype, layout=layout,
+        device=device, gpu=gpu, backend=backend, tile=tile, every=every, shard=plan.parse_shard(shard_text),
+        budget_minutes=budget_minutes, out=out, threads=threads,
+        protocol=Protocol.quick() if (quick or env.quick_protocol()) else Protocol(),
+        progress=not no_progress)
+    s = sweeps.run(cfg)
+    click.echo(f"device   {s.device.name} ({s.device.slug})")
+    click.echo(f"table    {s.path}")
+    click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines: {s.measured} measured now, "
+               f"{s.skipped} already in the table, {s.left} left")
+    click.echo(f"flags    {s.noisy} noisy, {s.drifted} drifted (of those measured now)")
+    click.echo(f"time     {s.seconds:.1f} s ({60 * s.measured / max(s.seconds, 1e-9):.0f} shapes/min)")
+    if s.left:
+        click.echo("budget spent: run the same command again to measure the rest.")
+
+
+@main.command("models")
+@click.argument("name", required=False)
+def models_cmd(name):
+    """List the models latprof knows, or the conv layers of one."""
+    from latprof import models
+
+    if name is None:
+        for key, entry in sorted(models.MODELS.items()):
+            click.echo(f"{key:20s} {'x'.join(map(str, entry.input_size)):10s} {entry.note}")
+        return
+    model, size = models.load(name)
+    for layer in models.conv_layers(model, size):
+        click.echo(f"{layer.name:32s} {layer.spec.label()}")
+
+
+@main.group()
+def tables():
+    """Inspect, check and combine latency tables."""
+
+
+@tables.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", help="Also report coverage of this model's sweep lines.")
+@click.option("--batch", type=int, default=None, help="Batch size for --model coverage (default: all in table).")
+def tables_info(path, model, batch):
+    """What a table holds: device, shapes, batch sizes, coverage, noisy rows."""
+    from latprof import report, table
+
+    t = table.read(path)
+    click.echo(report.table_info(t, path))
+    if model:
+        click.echo(report.model_coverage(t, model, batch))
+
+
+@tables.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+def tables_validate(path):
+    """Check a table: readable, schema version, columns, content hash, values. Exit 1 on problems."""
+    from latprof import table
+
+    t = table.read(path)
+    problems = table.validate(t)
+    if problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        raise LatprofError(f"{path}: {len(problems)} problem(s)")
+    click.echo(f"{path}: ok ({len(t.df)} rows, schema version {t.meta['schema_version']})")
+
+
+@tables.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def tables_merge(out, inputs):
+    """Combine tables of one device (shards, hosts) into OUT."""
+    from latprof import merge
+
+    m = merge.merge_files(inputs, out)
+    click.echo(f"{out}: {m.rows} rows from {len(inputs)} tables; {m.overlaps} keys in several inputs, "
+               f"{m.disagreements} of them disagree by more than {merge.DISAGREE_REL:.0%}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""What is measured: a frozen convolution spec, separate from what was observed (`Measurement`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from latprof.errors import LatprofError
+
+DTYPES = ("float32", "float16", "bfloat16")
+LAYOUTS = ("nchw", "nhwc")
+BACKENDS = ("cpu", "cudnn", "triton")
+
+
+@dataclass(frozen=True, order=True)
+class ConvSpec:
+    """One 2-D convolution forward pass to time.
+
+    `h`, `w` are the *input* spatial size; `tile` is the Triton tile config as text
+    ("" for backends that choose their own). Every field is part of the table key.
+    """
+
+    c_in: int
+    c_out: int
+    h: int
+    w: int
+    kernel_h: int = 3
+    kernel_w: int = 3
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 1
+    pad_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    groups: int = 1
+    batch: int = 1
+    dtype: str = "float32"
+    layout: str = "nchw"
+    backend: str = "cpu"
+    tile: str = ""
+    op: str = "conv2d"
+
+    def __post_init__(self) -> None:
+        for name in ("c_in", "c_out", "h", "w", "kernel_h", "kernel_w", "stride_h", "stride_w",
+                     "dilation_h", "dilation_w", "groups", "batch"):
+            if getattr(self, name) < 1:
+                raise LatprofError(f"{name} must be >= 1 in {self.label()}")
+        if self.pad_h < 0 or self.pad_w < 0:
+            raise LatprofError(f"padding must be >= 0 in {self.label()}")
+        if self.c_in % self.groups or self.c_out % self.groups:
+            raise LatprofError(
+                f"c_in={self.c_in} and c_out={self.c_out} must both be divisible by groups={self.groups}")
+        if self.dtype not in DTYPES:
+            raise LatprofError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.layout not in LAYOUTS:
+            raise LatprofError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.backend not in BACKENDS:
+            raise LatprofError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.h_out < 1 or self.w_out < 1:
+            raise LatprofError(f"the output of {self.label()} would be empty")
+
+    @property
+    def h_out(self) -> int:
+        return (self.h + 2 * self.pad_h - self.dilation_h * (self.kernel_h - 1) - 1) // self.stride_h + 1
+
+    @property
+    def w_out(self) -> int:
+        return (self.w + 2 * self.pad_w - self.dilation_w * (self.kernel_w - 1) - 1) // self.stride_w + 1
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.c_in == self.c_out
+
+    def macs(self) -> int:
+        """Multiply-accumulates of the forward pass (bias excluded)."""
+        per_out = (self.c_in // self.groups) * self.kernel_h * self.kernel_w
+        return self.batch * self.c_out * self.h_out * self.w_out * per_out
+
+    def replace(self, **changes) -> "ConvSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_row(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row) -> "ConvSpec":
+        return cls(**{f.name: _py(row[f.name]) for f in dataclasses.fields(cls)})
+
+    def label(self) -> str:
+        k = f"{self.kernel_h}x{self.kernel_w}" if self.kernel_h != self.kernel_w else f"{self.kernel_h}"
+        s = f"/s{self.stride_h}" if self.stride_h == self.stride_w else f"/s{self.stride_h}x{self.stride_w}"
+        g = f" g{self.groups}" if self.groups > 1 else ""
+        t = f" tile={self.tile}" if self.tile else ""
+        return (f"{self.c_in}->{self.c_out} k{k}{s}{g} @{self.h}x{self.w} b{self.batch} "
+                f"{self.dtype} {self.layout} [{self.backend}{t}]")
+
+
+KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConvSpec))
+
+
+def _py(value):
+    """numpy scalars from a DataFrame row back to plain Python values."""
+    return value.item() if hasattr(value, "item") else value

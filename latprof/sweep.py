@@ -1,0 +1,120 @@
+"""`latprof sweep` as a function: plan the shapes, open the table, measure, summarise."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from latprof import backends, device as devices, env, models, plan
+from latprof.errors import LatprofError
+from latprof.spec import ConvSpec
+from latprof.store import TableStore
+from latprof.timing import Clock, CudaClock, Protocol
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; the CLI fills it from options."""
+
+    model: str | None = None
+    input_size: tuple[int, int, int] | None = None
+    grid: dict | None = None             # cin, cout, hw, kernel, stride, groups: lists of ints
+    batches: tuple[int, ...] = (1,)
+    dtype: str = "float32"
+    layout: str = "nchw"
+    device: str | None = None
+    gpu: str | None = None
+    backend: str | None = None
+    tile: str = ""
+    every: int = 1
+    shard: tuple[int, int] = (1, 1)
+    budget_minutes: float | None = None
+    out: Path | None = None
+    threads: int | None = None
+    protocol: Protocol = field(default_factory=Protocol)
+    progress: bool = True
+
+
+@dataclass
+class SweepSummary:
+    path: Path
+    device: devices.Device
+    planned: int
+    measured: int
+    skipped: int
+    left: int
+    noisy: int
+    drifted: int
+    seconds: float
+    lines: list = field(default_factory=list)
+
+
+def table_path(cfg: SweepConfig, dev: devices.Device) -> Path:
+    if cfg.out is not None:
+        return Path(cfg.out)
+    i, n = cfg.shard
+    suffix = f".shard{i}of{n}" if n > 1 else ""
+    return env.tables_dir() / f"{dev.slug}{suffix}.parquet"
+
+
+def plan_lines(cfg: SweepConfig, backend: str) -> list[plan.Line]:
+    """The lines to measure (a grid point is a line of one value), sharded by line."""
+    if cfg.model and cfg.grid:
+        raise LatprofError("give either --model or a grid (--cin/--cout/...), not both")
+    lines: list[plan.Line] = []
+    for batch in cfg.batches:
+        common = dict(batch=batch, dtype=cfg.dtype, layout=cfg.layout, backend=backend, tile=cfg.tile)
+        if cfg.model:
+            model, size = models.load(cfg.model, cfg.input_size)
+            layers = models.conv_layers(model, size)
+            lines += plan.model_lines(layers, every=cfg.every, **common)
+        elif cfg.grid:
+            for spec in plan.grid_specs(**cfg.grid, **common):
+                lines.append(plan.Line(spec, "c_out", (spec.c_out,)))
+        else:
+            raise LatprofError("nothing to sweep: give --model NAME, or a grid with --cin and --cout "
+                               "(and optionally --hw, --kernel, --stride, --groups)")
+    return plan.shard(lines, *cfg.shard)
+
+
+def make_clock(dev: devices.Device, cfg: SweepConfig) -> Clock:
+    if dev.kind == "cuda":
+        torch.cuda.set_device(dev.index)
+        return CudaClock(dev.torch_device, cfg.protocol.l2_flush, devices.nvml_handle(dev))
+    return Clock(cfg.threads or env.cpu_threads())
+
+
+def table_meta(dev: devices.Device, clock: Clock, protocol: Protocol) -> dict:
+    return {
+        "device": {"kind": dev.kind, "name": dev.name, "slug": dev.slug, **dev.identity},
+        "versions": devices.software_versions(dev),
+        "protocol": {**protocol.to_dict(), "threads": clock.threads},
+        "host": devices.host_fingerprint(),
+    }
+
+
+def run(cfg: SweepConfig) -> SweepSummary:
+    from latprof.profiler import Profiler
+
+    dev = devices.select(cfg.device, cfg.gpu)
+    backend = cfg.backend or backends.default_backend(dev)
+    backends.check(backend, dev)
+    if backend == "triton" and not cfg.tile:
+        raise LatprofError("--backend triton needs --tile, e.g. --tile 64x64x32,w4,s3")
+    if cfg.tile and backend != "triton":
+        raise LatprofError(f"--tile applies to --backend triton only (this sweep uses {backend})")
+    lines = plan_lines(cfg, backend)
+    specs: list[ConvSpec] = list(dict.fromkeys(s for line in lines for s in line.specs()))
+    path = table_path(cfg, dev)
+    clock = make_clock(dev, cfg)
+    deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
+    t0 = time.monotonic()
+    with TableStore(path, table_meta(dev, clock, cfg.protocol)) as store:
+        profiler = Profiler(dev, clock, cfg.protocol, store, dtype=cfg.dtype, host=devices.host_fingerprint(),
+                            deadline=deadline, progress=cfg.progress)
+        result = profiler.measure(specs, desc=f"sweep {dev.slug}")
+    return SweepSummary(path, dev, len(specs), result.measured, result.skipped, len(result.left),
+                        result.noisy, result.drifted, time.monotonic() - t0, lines)

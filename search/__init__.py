@@ -1,0 +1,1 @@
+"""Channel-count searchers and importance criteria (plug-ins keyed by name)."""

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests run on the CPU by default; GPU tests carry the `gpu` marker."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from latprof.cli import main
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Run the CLI in a temporary folder; returns a function(args) -> click Result."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATPROF_TABLES", str(tmp_path / "tables"))
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def small_table(tmp_path_factory):
+    """A real CPU table of 6 tiny shapes, measured once per test session with the quick protocol."""
+    from latprof import sweep
+    from latprof.timing import Protocol
+
+    path = tmp_path_factory.mktemp("tables") / "small.parquet"
+    cfg = sweep.SweepConfig(grid=dict(cin=[4], cout=[4, 8, 12], hw=[8], kernel=[1, 3], stride=[1], groups=[1]),
+                            out=path, protocol=Protocol.quick(), progress=False)
+    sweep.run(cfg)
+    return path
