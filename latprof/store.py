@@ -114,15 +114,15 @@ class TableStore:
             self.compact()
 
     def compact(self) -> None:
-        """Fold rows appended since the last compaction into the Parquet file, atomically."""
-        if not self._pending and self.path.exists():
-            return
-        if self._pending:
-            self.table.df = tbl.upsert(self.table.df, pd.DataFrame(self._pending))
-        tbl.write(self.path, self.table)
-        self._pending = []
-        self._since_compact = 0
-        if self._journal_f is not None:  # rows are in the Parquet file now: restart the journal
+        """Fold rows appended since the last compaction into the Parquet file, atomically,
+        then empty the journal (or remove it, once closed)."""
+        if self._pending or not self.path.exists():
+            if self._pending:
+                self.table.df = tbl.upsert(self.table.df, pd.DataFrame(self._pending))
+            tbl.write(self.path, self.table)
+            self._pending = []
+            self._since_compact = 0
+        if self._journal_f is not None:
             self._journal_f.truncate(0)
             self._journal_f.seek(0)
         elif self.journal.exists():
