@@ -6,7 +6,7 @@ LATPROF := $(VENV)/bin/latprof
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo
 
-.PHONY: venv demo test test-interpret test-fast bench clean
+.PHONY: venv demo test test-interpret test-gpu test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 # Only the Triton kernels, run by Triton's interpreter on CPU tensors.
 test-interpret: $(STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/kernels
+
+# On a machine with CUDA: the kernels compiled, and the GPU timing tests.
+test-gpu: $(STAMP)
+	TRITON_INTERPRET=0 $(PY) -m pytest -q -m gpu tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

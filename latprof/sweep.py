@@ -106,6 +106,10 @@ def run(cfg: SweepConfig) -> SweepSummary:
         raise LatprofError("--backend triton needs --tile, e.g. --tile 64x64x32,w4,s3")
     if cfg.tile and backend != "triton":
         raise LatprofError(f"--tile applies to --backend triton only (this sweep uses {backend})")
+    if cfg.tile:
+        from latprof.kernels import TileConfig
+
+        cfg.tile = str(TileConfig.parse(cfg.tile))  # canonical text: one key per tile config
     lines = plan_lines(cfg, backend)
     specs: list[ConvSpec] = list(dict.fromkeys(s for line in lines for s in line.specs()))
     path = table_path(cfg, dev)

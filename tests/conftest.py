@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Triton decides interpreted-or-compiled when latprof.kernels is first imported: without a GPU,
+# the kernels run under the interpreter on CPU tensors. Set TRITON_INTERPRET=0 on a GPU machine.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 from click.testing import CliRunner

@@ -32,6 +32,7 @@ CASES = {
     "pointwise_k24": (2, 24, 33, 5, 3, 1, 1, 0, 1, 1, True),
     "groups2": (2, 8, 12, 7, 9, 3, 1, 1, 1, 2, True),
     "groups4": (1, 8, 20, 5, 7, 3, (2, 1), (1, 0), 1, 4, False),
+    "multiplier2": (1, 6, 12, 5, 7, 3, 1, 1, 1, 6, True),  # groups == C_in < C_out: GEMM, K = 9
     "depthwise": (2, 20, 20, 7, 9, 3, 1, 1, 1, 20, True),
     "depthwise_s2_d2": (1, 17, 17, 9, 7, 3, 2, 2, 2, 17, False),
 }
