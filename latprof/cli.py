@@ -128,6 +128,47 @@ def models_cmd(name):
         click.echo(f"{layer.name:32s} {layer.spec.label()}")
 
 
+@main.command()
+@click.argument("model")
+@click.option("--layer", help="Conv layer name (see `latprof models MODEL`); default: every layer.")
+@click.option("--preset", default="titan_rtx", show_default=True, help="GPU preset: titan_rtx, v100, a100, h100.")
+@click.option("--tile", default="64x64x32,w4,s3", show_default=True, help="Tile config of the Triton kernel.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True)
+@click.option("--axis", type=click.Choice(["c_out", "c_in"]), default="c_out", show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG of the predicted staircase (needs --layer).")
+def wave(model, layer, preset, tile, batch, dtype, axis, plot_path):
+    """Predict step edges of a model's convs from the wave model (no GPU needed)."""
+    from latprof import models
+    from latprof.kernels import TileConfig, get_preset, predicted_edges, predicted_latency_curve, waves
+
+    dev, cfg = get_preset(preset), TileConfig.parse(tile)
+    net, size = models.load(model)
+    layers = models.conv_layers(net, size)
+    if layer is not None:
+        layers = [lay for lay in layers if lay.name == layer]
+        if not layers:
+            raise LatprofError(f"{model} has no conv layer {layer!r}; list them with `latprof models {model}`")
+    elif plot_path is not None:
+        raise click.BadParameter("--plot draws one layer: give --layer")
+    click.echo(f"{dev.name}: {dev.sm_count} SMs; tile {cfg}; batch {batch} {dtype}; steps along {axis}")
+    for lay in layers:
+        spec = lay.spec.replace(batch=batch, dtype=dtype, backend="triton", tile=str(cfg))
+        edges = predicted_edges(spec, cfg, dev, axis)
+        click.echo(f"{lay.name:28s} {spec.c_in:4d}->{spec.c_out:<4d} @{spec.h}x{spec.w}  "
+                   f"waves {waves(spec, cfg, dev):3d}  edges {edges if len(edges) <= 12 else edges[:12] + ['...']}")
+        if plot_path is not None:
+            from latprof import plots
+
+            full = spec.c_out if axis == "c_out" else spec.c_in
+            counts = range(1, full + 1)
+            costs = predicted_latency_curve(spec, cfg, dev, axis, counts)
+            title = f"{model} {lay.name}, predicted staircase on {dev.name}\n{spec.label()}"
+            plots.wave_staircase(plot_path, title, counts, costs, edges, full, axis)
+            click.echo(f"plot     {plot_path}")
+
+
 @main.group()
 def tables():
     """Inspect, check and combine latency tables."""

@@ -137,3 +137,14 @@ def test_models_lists_and_shows_layers(cli):
     assert "vgg16_cifar10" in r.output and "resnet56_cifar10" in r.output
     r = cli("models", "vgg16_cifar10")
     assert r.output.count("\n") == 13 and "features.0" in r.output
+
+
+def test_wave_predicts_edges_and_plots(cli, tmp_path):
+    r = cli("wave", "vgg16", "--layer", "features.28", "--batch", "32", "--preset", "titan_rtx",
+            "--plot", tmp_path / "w.png")
+    assert r.exit_code == 0, r.output
+    # 14x14x32 rows = 98 row tiles of 64; each extra 64 output channels adds 98 tiles
+    assert "72 SMs" in r.output and "edges [65, 129" in r.output
+    assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+    r = cli("wave", "vgg16", "--layer", "nope")
+    assert r.exit_code == 1 and "no conv layer 'nope'" in r.output
