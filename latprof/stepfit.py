@@ -47,6 +47,9 @@ Method
    the three merge and the point is listed in ``StepFit.outliers``. A one-point
    *dip* is kept, since it is a candidate efficient count; remeasure it if in doubt.
    A spike next to a real edge cannot be told from a one-count plateau and is kept.
+   ``StepFit.outliers`` lists the absorbed spikes and every used point more than
+   4 sigma above its segment's level (the l1 cost keeps such points inside a
+   segment without letting them move its level).
 4. Each boundary is refined by exhaustive local search between its neighbouring
    boundaries (least total l1 cost), then step 3 runs again.
 """
@@ -67,6 +70,7 @@ __all__ = ["Segment", "StepFit", "fit_steps", "estimate_noise_rel"]
 
 _MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 _MEDIAN_SE = math.sqrt(math.pi / 2)  # standard error of a median, in units of sd/sqrt(n)
+_OUTLIER_SD = 4.0  # a point this many sd above its level is an outlier (p ~ 3e-5 if normal)
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,8 @@ def _validate(channels, latency, flagged):
         )
     if c.size == 0:
         raise LatprofError("fit_steps: no measurements; measure the sweep line first.")
-    if not np.all(np.isfinite(c.astype(float))) or np.any(c.astype(float) != np.round(c.astype(float))):
+    cf = c.astype(float)
+    if not np.all(np.isfinite(cf)) or np.any(cf != np.round(cf)):
         raise LatprofError("fit_steps: channel counts must be integers.")
     c = c.astype(np.int64)
     if c[0] < 1 or np.any(np.diff(c) <= 0):
@@ -184,7 +189,8 @@ def _merge_pass(y, bounds, sigma, z, outliers) -> list[int]:
         for k in range(1, len(segs) - 1):
             if segs[k].size != 1 or not (med[k] > med[k - 1] and med[k] > med[k + 1]):
                 continue
-            if abs(med[k - 1] - med[k + 1]) < _merge_threshold(sigma, z, segs[k - 1].size, segs[k + 1].size):
+            thr = _merge_threshold(sigma, z, segs[k - 1].size, segs[k + 1].size)
+            if abs(med[k - 1] - med[k + 1]) < thr:
                 outliers.add(b[k])
                 del b[k : k + 2]
                 break
@@ -267,7 +273,8 @@ def fit_steps(
     )
     edges = tuple(s.start for s in segments[1:])
     intervals = tuple((a.end + 1, b.start) for a, b in zip(segments, segments[1:]))
-    # outliers were recorded as indices of segment starts; keep only absorbed ones
+    for s, e in zip(bounds, ends):  # points far above their level, kept inside by l1
+        outliers.update(s + np.flatnonzero(y[s:e] - np.median(y[s:e]) > _OUTLIER_SD * sigma))
     out_ch = tuple(sorted(int(x[i]) for i in outliers if i not in bounds))
     return StepFit(
         segments=segments, edges=edges, edge_intervals=intervals,
