@@ -75,6 +75,9 @@ def _input_size(ctx, param, value):
 @click.option("--tile", default="", help="Triton tile config, e.g. 64x64x32,w4,s3 (--backend triton).")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Measure every k-th channel count of each line (plus the ends).")
+@click.option("--dense", is_flag=True, help="Model lines: measure every channel count (default: sparse sampling).")
+@click.option("--grid/--no-grid", "measure_grid", default=True, show_default=True,
+              help="Sparse model sweeps: also measure the (c_in, c_out) pairs pruning looks up.")
 @click.option("--shard", "shard_text", help="Measure the i-th of n shares: i/n. Merge with `latprof tables merge`.")
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this long; run again to resume.")
@@ -84,7 +87,7 @@ def _input_size(ctx, param, value):
 @click.option("--quick", is_flag=True, help="Short timing protocol (demos, smoke tests).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dtype, layout, device, gpu,
-          backend, tile, every, shard_text, budget_minutes, out, threads, quick, no_progress):
+          backend, tile, every, dense, measure_grid, shard_text, budget_minutes, out, threads, quick, no_progress):
     """Measure convolution latency on a device and write its table."""
     from latprof import sweep as sweeps
     from latprof.timing import Protocol
@@ -98,17 +101,20 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
         raise click.BadParameter("--batch: no batch size given")
     cfg = sweeps.SweepConfig(
         model=model, input_size=input_size, grid=grid, batches=tuple(batches), dtype=dtype, layout=layout,
-        device=device, gpu=gpu, backend=backend, tile=tile, every=every, shard=plan.parse_shard(shard_text),
+        device=device, gpu=gpu, backend=backend, tile=tile, every=every, dense=dense, measure_grid=measure_grid,
+        shard=plan.parse_shard(shard_text),
         budget_minutes=budget_minutes, out=out, threads=threads,
         protocol=Protocol.quick() if (quick or env.quick_protocol()) else Protocol(),
         progress=not no_progress)
     s = sweeps.run(cfg)
     click.echo(f"device   {s.device.name} ({s.device.slug})")
     click.echo(f"table    {s.path}")
-    click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines: {s.measured} measured now, "
-               f"{s.skipped} already in the table, {s.left} left")
+    click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines ({s.mode}; dense lines would be "
+               f"{s.line_points}): {s.measured} measured now, {s.skipped} already in the table, {s.left} left")
     click.echo(f"flags    {s.noisy} noisy, {s.drifted} drifted (of those measured now)")
     click.echo(f"time     {s.seconds:.1f} s ({60 * s.measured / max(s.seconds, 1e-9):.0f} shapes/min)")
+    if s.steps_path:
+        click.echo(f"steps    {s.steps_path}")
     if s.left:
         click.echo("budget spent: run the same command again to measure the rest.")
 
@@ -126,6 +132,96 @@ def models_cmd(name):
     model, size = models.load(name)
     for layer in models.conv_layers(model, size):
         click.echo(f"{layer.name:32s} {layer.spec.label()}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--table", "table_path", type=click.Path(path_type=Path),
+              help="Raw table (default: tables/<this machine's default device>.parquet).")
+@click.option("--batch", type=int, help="Batch size to read (default: the table's only one).")
+@click.option("--dtype", type=click.Choice(DTYPES), help="Dtype to read (default: the table's only one).")
+@click.option("--backend", type=click.Choice(["cpu", "cudnn", "triton"]), help="Backend rows to read.")
+@click.option("--input-size", callback=_input_size, help="C,H,W for a model from a file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one PNG per layer into this folder.")
+@click.option("--measure", is_flag=True, help="Measure lines the table lacks (on this machine) first.")
+@click.option("--predict", is_flag=True, help="Overlay the wave model's predicted edges (GPU presets).")
+@click.option("--preset", help="GPU preset for --predict (default: matched from the table's device).")
+@click.option("--tile", help="Tile config for --predict (default: the table's, or 64x64x32,w4,s3).")
+def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, measure, predict, preset, tile):
+    """The latency staircase of every conv layer: step edges, efficient counts, savings."""
+    from latprof import device as devices, steps as st, table
+
+    if table_path is None:
+        table_path = env.tables_dir() / f"{devices.select().slug}.parquet"
+    t = table.read(table_path)
+    ctx = st.context(t, batch, dtype, backend)
+    layers = st.model_steps(t, model, ctx, input_size)
+    missing = st.missing_lines(layers)
+    if missing and measure:
+        from latprof import sweep as sweeps
+
+        sweeps.run(sweeps.SweepConfig(model=model, input_size=input_size, batches=(ctx.batch,), dtype=ctx.dtype,
+                                      layout=ctx.layout, backend=ctx.backend, tile=ctx.tile, out=table_path,
+                                      device="cpu" if t.device.get("kind") == "cpu" else None,
+                                      gpu=None if t.device.get("kind") == "cpu" else t.device.get("name")))
+        t = table.read(table_path)
+        layers = st.model_steps(t, model, ctx, input_size)
+        missing = st.missing_lines(layers)
+    if missing:
+        listing = "\n".join(f"  {line.label()}" for line in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise LatprofError(f"{table_path} lacks {len(missing)} line(s) of {model} at batch {ctx.batch} "
+                           f"{ctx.dtype}:\n{listing}{more}\nmeasure them with `latprof sweep --model {model} "
+                           f"--batch {ctx.batch} --dtype {ctx.dtype} --out {table_path}` (or add --measure)")
+    fits = list({(lay.out.line.base, lay.out.line.axis): lay.out for lay in layers}.values())
+    fits += list({(lay.inp.line.base, lay.inp.line.axis): lay.inp for lay in layers}.values())
+    st.write_steps(st.steps_path(table_path), fits, t)
+    frame = st.layer_frame(layers)
+    if fmt == "json":
+        click.echo(frame.to_json(orient="records", indent=1))
+    elif fmt == "csv":
+        flat = frame.copy()
+        for col in ("edges", "efficient", "saving_pct"):
+            flat[col] = flat[col].map(lambda v: " ".join(map(str, v)))
+        click.echo(flat.to_csv(index=False), nl=False)
+    else:
+        click.echo(f"{model} on {t.device.get('name')} [{ctx.backend}, batch {ctx.batch}, {ctx.dtype}]: "
+                   "staircase along each layer's output channels")
+        for r in frame.itertuples(index=False):
+            eff = " ".join(f"{c}({s:+.0f}%)" for c, s in zip(r.efficient[-6:], [-x for x in r.saving_pct[-6:]]))
+            click.echo(f"{r.layer:26s} {r.c_in:4d}->{r.c_out:<4d} {r.latency_us:10.1f} us  "
+                       f"{len(r.edges):3d} steps  efficient below: {eff or '-'}")
+        check = st.grid_check(t, layers)
+        if len(check):
+            err = check["rel_error"].abs()
+            click.echo(f"grid model (separable in c_in x c_out) vs {len(check)} measured pairs: median |error| "
+                       f"{err.median():.1%}, p90 {err.quantile(0.9):.1%} (median sample IQR {check['rel_iqr'].median():.1%})")
+    if plot_dir is not None:
+        from latprof import plots
+
+        predicted = _predicted_edges(t, ctx, layers, preset, tile) if predict else {}
+        for lay in layers:
+            title = f"{model} {lay.name}: {lay.out.line.label()}"
+            plots.layer_staircase(plot_dir / f"{lay.name}.png", title, lay.out, lay.out.line.full,
+                                  lay.out.line.axis, predicted.get(lay.name, ()))
+        click.echo(f"plots    {len(layers)} PNG files in {plot_dir}", err=fmt != "table")
+
+
+def _predicted_edges(t, ctx, layers, preset, tile) -> dict:
+    from latprof.device import normalise
+    from latprof.kernels import DEFAULT_TILE, PRESETS, TileConfig, get_preset, predicted_edges
+
+    if preset is None:
+        name = normalise(str(t.device.get("name", "")))
+        preset = next((key for key in PRESETS if normalise(key) in name), None)
+        if preset is None:
+            raise LatprofError(f"no GPU preset matches {t.device.get('name')!r}; pick one with --preset "
+                               f"({', '.join(PRESETS)})")
+    dev = get_preset(preset)
+    cfg = TileConfig.parse(tile) if tile else (TileConfig.parse(ctx.tile) if ctx.tile else DEFAULT_TILE)
+    return {lay.name: predicted_edges(lay.spec, cfg, dev, "c_out") for lay in layers}
 
 
 @main.command()

@@ -8,7 +8,8 @@ fixed reference workload is timed between samples. Each sample is scaled by
 `baseline / reference-at-that-moment`; tables keep both the raw and the normalised figures.
 
 A shape stops when its normalised samples' relative IQR is under the protocol's threshold
-(after `min_samples`), or when `max_samples` / its time budget is reached (then `flag_noisy`).
+(after `min_samples`), or when `max_samples` / its time budget is reached. It is flagged
+`flag_noisy` when the standard error of its median is still above the protocol's limit.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Profiler:
             "ref_us_p50": float(np.median(ref_at)), "ref_baseline_us": self.baseline, "ref_drift_rel": drift,
             "n_samples": len(shape.samples), "inner_reps": shape.reps, "threads": self.clock.threads,
             "macs": shape.spec.macs(),
-            "flag_noisy": bool(nrm.rel_iqr > self.protocol.noise_threshold),
+            "flag_noisy": bool(nrm.median_rel_se > self.protocol.median_se_threshold),
             "flag_drift": bool(drift > self.protocol.drift_threshold),
             "flag_throttled": any(g.get("throttled") for g in shape.gpu),
             "algo": shape.algo,

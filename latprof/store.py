@@ -35,7 +35,7 @@ class TableStore:
         self._journal_f = None
         self._since_compact = 0
         self._pending: list[dict] = []
-        self._keys: set[tuple] | None = None
+        self._values: dict[tuple, float] | None = None
         self.table: tbl.LatencyTable | None = None
 
     def __enter__(self) -> "TableStore":
@@ -96,19 +96,25 @@ class TableStore:
             self.table.meta["reference"] = {"workload": label, "baseline_us": baseline_us}
 
     def has(self, spec: ConvSpec) -> bool:
-        return _key(spec) in self._keys_cache()
+        return _key(spec) in self._values_cache()
 
-    def _keys_cache(self) -> set[tuple]:
-        if self._keys is None:
-            self._keys = self.table.keys()
-        return self._keys
+    def latency(self, spec: ConvSpec) -> float | None:
+        """Drift-normalised median latency (us) of a measured spec, None if not measured."""
+        return self._values_cache().get(_key(spec))
+
+    def _values_cache(self) -> dict[tuple, float]:
+        if self._values is None:
+            df = self.table.df
+            keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
+            self._values = dict(zip(keys, df["latency_norm_us_p50"].astype(float)))
+        return self._values
 
     def append(self, row: dict) -> None:
         self._journal_f.write(json.dumps(row, default=str) + "\n")
         self._journal_f.flush()
         os.fsync(self._journal_f.fileno())
         self._pending.append(row)
-        self._keys_cache().add(tuple(row[k] for k in KEY_FIELDS))
+        self._values_cache()[tuple(row[k] for k in KEY_FIELDS)] = float(row["latency_norm_us_p50"])
         self._since_compact += 1
         if self._since_compact >= COMPACT_EVERY_ROWS:
             self.compact()

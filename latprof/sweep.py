@@ -30,6 +30,8 @@ class SweepConfig:
     backend: str | None = None
     tile: str = ""
     every: int = 1
+    dense: bool = False                  # model lines: every count, not the sparse sampler
+    measure_grid: bool = True            # model sweeps: also the (c_in, c_out) pairs pruning looks up
     shard: tuple[int, int] = (1, 1)
     budget_minutes: float | None = None
     out: Path | None = None
@@ -50,6 +52,9 @@ class SweepSummary:
     drifted: int
     seconds: float
     lines: list = field(default_factory=list)
+    mode: str = "dense"
+    line_points: int = 0                 # counts the lines would have densely
+    steps_path: Path | None = None
 
 
 def table_path(cfg: SweepConfig, dev: devices.Device) -> Path:
@@ -119,6 +124,66 @@ def run(cfg: SweepConfig) -> SweepSummary:
     with TableStore(path, table_meta(dev, clock, cfg.protocol)) as store:
         profiler = Profiler(dev, clock, cfg.protocol, store, dtype=cfg.dtype, host=devices.host_fingerprint(),
                             deadline=deadline, progress=cfg.progress)
-        result = profiler.measure(specs, desc=f"sweep {dev.slug}")
-    return SweepSummary(path, dev, len(specs), result.measured, result.skipped, len(result.left),
-                        result.noisy, result.drifted, time.monotonic() - t0, lines)
+        sparse_mode = bool(cfg.model) and not cfg.dense and cfg.every == 1
+        if sparse_mode:
+            result, planned = measure_sparse(profiler, store, lines, cfg.measure_grid)
+        else:
+            result, planned = profiler.measure(specs, desc=f"sweep {dev.slug}"), len(specs)
+        raw = store.table
+    steps_file = None
+    if cfg.model and not result.left:
+        steps_file = write_model_steps(path, raw, lines)
+    return SweepSummary(path, dev, planned, result.measured, result.skipped, len(result.left),
+                        result.noisy, result.drifted, time.monotonic() - t0, lines,
+                        "sparse" if sparse_mode else ("coarse" if cfg.every > 1 else "dense"), len(specs),
+                        steps_file)
+
+
+def measure_sparse(profiler, store: TableStore, lines: list[plan.Line], grid: bool):
+    """Measure each line with a `SparseLine` sampler (in index space, so grouped lines work),
+    all lines' requests measured together in interleaved rounds; then the (c_in, c_out) pairs
+    a pruner looks up (`steps.grid_pairs`). Resumable: points already in the table are fed
+    back without being measured again."""
+    from latprof import steps
+    from latprof.profiler import MeasureResult
+    from latprof.sparse import SparseLine
+
+    total = MeasureResult()
+    samplers = [SparseLine(1, len(line.values), noise_rel=steps.FIT_NOISE_REL) for line in lines]
+    planned: set[ConvSpec] = set()
+    step = 0
+    while True:
+        wanted = [(i, p) for i, s in enumerate(samplers) for p in s.next_points()]
+        if not wanted:
+            break
+        step += 1
+        specs = [lines[i].spec_at(lines[i].values[p - 1]) for i, p in wanted]
+        planned.update(specs)
+        _add(total, profiler.measure(specs, desc=f"sparse round {step}"))
+        if total.left:
+            return total, len(planned)
+        for (i, p), spec in zip(wanted, specs):
+            samplers[i].feed({p: store.latency(spec)})
+    if grid:
+        store.compact()
+        index = steps.TableIndex(store.table)
+        pairs = steps.grid_pairs([steps.fit_line(index, line) for line in lines])
+        planned.update(pairs)
+        _add(total, profiler.measure(pairs, desc="grid"))
+    return total, len(planned)
+
+
+def _add(total, part) -> None:
+    total.measured += part.measured
+    total.skipped += part.skipped
+    total.noisy += part.noisy
+    total.drifted += part.drifted
+    total.left = part.left
+
+
+def write_model_steps(raw_path: Path, raw, lines: list[plan.Line]) -> Path:
+    from latprof import steps
+
+    index = steps.TableIndex(raw)
+    fits = [steps.fit_line(index, line) for line in lines]
+    return steps.write_steps(steps.steps_path(raw_path), fits, raw)

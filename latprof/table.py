@@ -49,7 +49,7 @@ MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("inner_reps", pa.int32(), "calls per sample (CPU: so that a sample is long enough to time)"),
     ("threads", pa.int32(), "CPU threads torch used"),
     ("macs", pa.int64(), "multiply-accumulates of the call"),
-    ("flag_noisy", pa.bool_(), "rel_iqr_norm above the protocol's noise threshold"),
+    ("flag_noisy", pa.bool_(), "standard error of the normalised median above the protocol's limit"),
     ("flag_drift", pa.bool_(), "machine speed moved beyond the drift threshold during the row"),
     ("flag_throttled", pa.bool_(), "the GPU reported throttling during the row"),
     ("algo", pa.string(), "kernels the library launched (CUDA), when known"),

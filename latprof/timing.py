@@ -14,10 +14,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-#: (p75 - p25) / p50 of a shape's drift-normalised samples above which the row is flagged
-#: noisy. 5% is below the smallest CPU step we care about (vector blocks of 8/16 channels
-#: in a 64+ channel layer move latency by 6% or more) and reachable on a quiet machine.
+#: (p75 - p25) / p50 of a shape's drift-normalised samples under which sampling stops early
+#: (after `min_samples`). 5% is below the smallest CPU step we care about (vector blocks of
+#: 8/16 channels in a 64+ channel layer move latency by 6% or more).
 NOISE_THRESHOLD_REL_IQR = 0.05
+
+#: Relative standard error of the stored median above which a row is flagged noisy. A shape
+#: whose samples stay spread out (this project's shared CPUs: 10-20% IQR from one 0.1 s to
+#: the next) is sampled until the budget; its median is still trustworthy if there are enough
+#: samples: SE(median) ~ 1.25 * sd / sqrt(n) and sd ~ IQR / 1.35, so SE ~ 0.93 * rel_iqr / sqrt(n).
+NOISE_THRESHOLD_MEDIAN_SE = 0.02
 
 #: Relative change (max/min - 1) of the reference workload while one row was being sampled
 #: above which the row is flagged `flag_drift`. On this project's CPUs the machine speed
@@ -38,6 +44,7 @@ class Protocol:
     shape_budget_s: float = 1.5     # sampling time per shape before giving up on the threshold
     min_sample_s: float = 0.002     # CPU: repeat the call inside one sample until it lasts this long
     noise_threshold: float = NOISE_THRESHOLD_REL_IQR
+    median_se_threshold: float = NOISE_THRESHOLD_MEDIAN_SE
     drift_threshold: float = DRIFT_THRESHOLD
     ref_interval_s: float = 0.2     # time the reference workload at least this often
     window: int = 12                # shapes sampled together in interleaved rounds
@@ -47,7 +54,7 @@ class Protocol:
     @classmethod
     def quick(cls) -> "Protocol":
         """A short protocol for tests and demos: same logic, smaller budgets."""
-        return cls(warmup_s=0.005, min_samples=5, max_samples=12, shape_budget_s=0.25,
+        return cls(warmup_s=0.005, min_samples=5, max_samples=16, shape_budget_s=0.25,
                    min_sample_s=0.0005, ref_interval_s=0.1, remeasure_drifted=0)
 
     def to_dict(self) -> dict:
@@ -66,9 +73,16 @@ class Stats:
     min: float
     mean: float
 
+    n: int = 0
+
     @property
     def rel_iqr(self) -> float:
         return (self.p75 - self.p25) / self.p50 if self.p50 > 0 else float("inf")
+
+    @property
+    def median_rel_se(self) -> float:
+        """Relative standard error of the median (normal approximation from the IQR)."""
+        return 0.93 * self.rel_iqr / np.sqrt(max(self.n, 1))
 
 
 def summarize(samples_us) -> Stats:
@@ -76,7 +90,7 @@ def summarize(samples_us) -> Stats:
     if a.size == 0:
         raise ValueError("no samples to summarise")
     q = np.quantile(a, [0.10, 0.25, 0.50, 0.75, 0.90])
-    return Stats(*(float(v) for v in q), min=float(a.min()), mean=float(a.mean()))
+    return Stats(*(float(v) for v in q), min=float(a.min()), mean=float(a.mean()), n=int(a.size))
 
 
 class Clock:
@@ -177,13 +191,19 @@ def cuda_kernel_names(fn: Callable[[], object]) -> str:
 class Reference:
     """A fixed workload timed between samples to track the machine's speed.
 
-    Each reading is the median of `calls` single-call samples, placed at its mid time.
+    Each reading is the median of `calls` single-call samples, placed at its mid time. The
+    speed used for normalisation is a running median over `smooth` consecutive readings:
+    measured on this project's CPU, the reference and a swept conv read alternately had
+    correlated *slow* drifts but uncorrelated 10-20% jitter from one reading to the next;
+    dividing by single readings added that jitter (sample IQR 11% -> 18%), the running
+    median of 5 did not (11% -> 12%) while still following level switches lasting seconds.
     """
 
-    def __init__(self, fn: Callable[[], object], clock: Clock, label: str, calls: int = 3):
-        self.fn, self.clock, self.label, self.calls = fn, clock, label, calls
+    def __init__(self, fn: Callable[[], object], clock: Clock, label: str, calls: int = 5, smooth: int = 5):
+        self.fn, self.clock, self.label, self.calls, self.smooth = fn, clock, label, calls, smooth
         self.times: list[float] = []
         self.values_us: list[float] = []
+        self._smoothed: np.ndarray | None = None
         clock.warmup(fn, 0.05, 0.0)
 
     def read(self) -> float:
@@ -191,13 +211,22 @@ class Reference:
         value = float(np.median([self.clock.sample(self.fn, 1) for _ in range(self.calls)]))
         self.times.append((t0 + self.clock.now()) / 2)
         self.values_us.append(value)
+        self._smoothed = None
         return value
 
+    def smoothed(self) -> np.ndarray:
+        if self._smoothed is None:
+            from scipy.ndimage import median_filter
+
+            values = np.asarray(self.values_us)
+            self._smoothed = median_filter(values, size=min(self.smooth, len(values)), mode="nearest")
+        return self._smoothed
+
     def at(self, times) -> np.ndarray:
-        """The reference latency interpolated at `times` (held constant beyond the ends)."""
+        """The smoothed reference latency interpolated at `times` (held constant beyond the ends)."""
         if not self.values_us:
             raise RuntimeError("reference never read")
-        return np.interp(np.asarray(times, dtype=np.float64), self.times, self.values_us)
+        return np.interp(np.asarray(times, dtype=np.float64), self.times, self.smoothed())
 
     def baseline(self) -> float:
         return float(np.median(self.values_us))

@@ -123,7 +123,7 @@ def test_user_model_from_a_file(cli, tmp_path):
         "    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 1))\n"
         "    m.latprof_input_size = (3, 10, 10)\n"
         "    return m\n")
-    r = cli("sweep", "--model", "net.py:build", "--quick", "--no-progress", "--out", tmp_path / "u.parquet")
+    r = cli("sweep", "--model", "net.py:build", "--dense", "--quick", "--no-progress", "--out", tmp_path / "u.parquet")
     assert r.exit_code == 0, r.output
     df = tbl.read(tmp_path / "u.parquet").df
     # conv1: c_out 1..8 at c_in 3 and c_in 1..3 at c_out 8; conv2: c_out 1..6 and c_in 1..8
