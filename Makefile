@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The main job on the CPU: sweep a small model's conv layers, then show what the table holds.
+# The main job on the CPU: sparse sweep of a CIFAR VGG-16's conv layers (lines and the
+# (c_in, c_out) grid), its staircases with plots, then pruning to 60% of its latency using only
+# the table, measured on this machine against the prediction and two FLOPs-matched baselines.
 demo: $(STAMP)
-	$(LATPROF) sweep --model vgg16_cifar10 --batch 8 --every 16 --quick --out $(DEMO)/cpu.parquet
-	$(LATPROF) tables info $(DEMO)/cpu.parquet --model vgg16_cifar10
-	$(LATPROF) tables validate $(DEMO)/cpu.parquet
+	$(LATPROF) sweep --model vgg16_cifar10 --batch 8 --quick --out $(DEMO)/cpu.parquet
+	$(LATPROF) tables info $(DEMO)/cpu.parquet
+	$(LATPROF) steps vgg16_cifar10 --table $(DEMO)/cpu.parquet --plot $(DEMO)/steps
+	$(LATPROF) prune vgg16_cifar10 --table $(DEMO)/cpu.parquet --target-ratio 0.6 --compare --quick \
+		--out $(DEMO)/pruned --json $(DEMO)/prune.json --plot $(DEMO)/prune.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -61,3 +61,40 @@ def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predic
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def prune_summary(path: Path, title: str, layers: list, candidates: list) -> Path:
+    """One panel per pruned group (its staircase, the chosen count marked) and a last panel with
+    every candidate's latency against its MACs. `layers`: (name, LineFit, chosen); `candidates`:
+    objects with name, macs, predicted_ms, measured_ms."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(layers) + 1
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), dpi=100, squeeze=False)
+    flat = axes.ravel()
+    for ax, (name, fit, chosen) in zip(flat, layers):
+        ax.plot(fit.channels, fit.latency_us, ".", ms=3, color="tab:blue")
+        if fit.fit is not None:
+            for seg in fit.fit.segments:
+                ax.hlines(seg.level, seg.start - 0.5, seg.end + 0.5, color="tab:green", lw=1.5)
+        ax.axvline(chosen, color="tab:red", ls="--", lw=1.2)
+        ax.set_title(f"{name}: {chosen}/{fit.line.full}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    ax = flat[len(layers)]
+    for c in candidates:
+        y = c.measured_ms if c.measured_ms is not None else c.predicted_ms
+        if y is not None:
+            ax.scatter(c.macs / 1e6, y, s=25)
+            ax.annotate(c.name, (c.macs / 1e6, y), fontsize=6)
+    ax.set_xlabel("MMACs", fontsize=7)
+    ax.set_ylabel("latency (ms, measured or predicted)", fontsize=7)
+    ax.tick_params(labelsize=6)
+    for extra in flat[n:]:
+        extra.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -30,14 +30,22 @@ def row(spec: ConvSpec, lat: float, flag: bool = False) -> dict:
             "measured_at": "2026-01-01T00:00:00+00:00", "host": "synthetic", "session": "synthetic"}
 
 
-def model_table(path, model: str, batch: int = 1, latency=staircase_us, extra_specs=(), drop_lines=0):
-    """A dense table of every line of `model` (minus the last `drop_lines` lines)."""
+def model_table(path, model: str, batch: int = 1, latency=staircase_us, extra_specs=(), drop_lines=0,
+                every: int = 1, grid: bool = False, meta=None):
+    """A table of every line of `model` (minus the last `drop_lines` lines), every `every`-th
+    count; with `grid`, also the (c_in, c_out) pairs pruning looks up, as a sweep measures them."""
+    from latprof import steps
+
     net, size = models.load(model)
     lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
-                             backend="cpu")
+                             backend="cpu", every=every)
     if drop_lines:
         lines = lines[:-drop_lines]
     specs = list(dict.fromkeys([s for line in lines for s in line.specs()] + list(extra_specs)))
-    df = pd.DataFrame([row(s, latency(s)) for s in specs])
-    tbl.write(path, tbl.LatencyTable(df, dict(META)))
+    t = tbl.LatencyTable(pd.DataFrame([row(s, latency(s)) for s in specs]), dict(meta or META))
+    if grid:
+        index = steps.TableIndex(t)
+        pairs = steps.grid_pairs([steps.fit_line(index, line) for line in lines])
+        t.df = tbl.upsert(t.df, pd.DataFrame([row(s, latency(s)) for s in pairs]))
+    tbl.write(path, t)
     return path

@@ -1,0 +1,110 @@
+"""Which channels can be pruned together: torch-pruning's DependencyGraph, reduced to the
+facts latprof needs (which convs produce and which consume each coupled channel group).
+
+A *group* is a set of channels that must be pruned together: the output channels of one or
+more convs (several when a residual add or a concatenation couples them), the BatchNorms
+after them, and the input channels of every conv that reads them. Depthwise convs inside a
+group move with it (their c_in = c_out = groups). The classifier's outputs are never pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from latprof.errors import LatprofError
+
+SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.AvgPool2d,
+             nn.AdaptiveAvgPool2d, nn.Dropout, nn.Flatten, nn.Identity, nn.Sequential, nn.Hardswish, nn.SiLU)
+
+
+@dataclass(frozen=True)
+class Group:
+    index: int
+    root: str                   # the first conv (forward order) whose outputs are the group
+    channels: int               # original channel count
+    out_convs: tuple[str, ...]  # convs whose output channels are the group (incl. depthwise)
+    in_convs: tuple[str, ...]   # convs whose input channels are the group (incl. depthwise)
+    bns: tuple[str, ...]        # BatchNorms on the group's channels
+
+    @property
+    def residual(self) -> bool:
+        """Coupled by an add or concat: several non-depthwise convs produce these channels."""
+        return len(self.out_convs) - len(set(self.out_convs) & set(self.in_convs)) > 1
+
+
+@dataclass
+class Graph:
+    model: nn.Module
+    input_size: tuple[int, int, int]
+    dg: tp.DependencyGraph
+    groups: list[Group]               # prunable groups, forward order of their roots
+    kept: list[Group]                 # groups left whole (residual, when keep_residual)
+    modules: dict[str, nn.Module]
+    order: list[str]                  # conv names in forward order
+
+    def conv(self, name: str) -> nn.Conv2d:
+        return self.modules[name]
+
+
+def check_supported(model: nn.Module) -> None:
+    """Name the first layer type latprof cannot reason about (rather than pruning it wrongly)."""
+    for name, m in model.named_modules():
+        if len(list(m.children())) == 0 and not isinstance(m, SUPPORTED):
+            raise LatprofError(f"layer {name} is a {type(m).__name__}, which latprof does not prune through; "
+                               f"supported leaf layers: {', '.join(t.__name__ for t in SUPPORTED)}")
+
+
+def classifier(model: nn.Module) -> list[nn.Module]:
+    """The last Linear (the classifier), whose outputs are never pruned."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1:]
+
+
+def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual: bool | None = None) -> Graph:
+    """Prunable groups of `model`. keep_residual=None keeps residual groups whole when any exist
+    (the seed papers' choice for ResNets); False prunes them too (every coupled conv together)."""
+    check_supported(model)
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(names[mod]) and None)
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    example = torch.zeros(1, *input_size)
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    raw = []
+    for g in dg.get_all_groups(ignored_layers=classifier(model), root_module_types=[nn.Conv2d]):
+        outs, ins, bns = [], [], []
+        for dep, idxs in g:
+            mod = dep.target.module
+            handler = getattr(dep.handler, "__name__", "")
+            if isinstance(mod, nn.Conv2d):
+                if "out_channels" in handler or mod.groups == mod.in_channels == mod.out_channels > 1:
+                    outs.append(names[mod])
+                if "in_channels" in handler or mod.groups == mod.in_channels == mod.out_channels > 1:
+                    ins.append(names[mod])
+            elif isinstance(mod, nn.BatchNorm2d):
+                bns.append(names[mod])
+        outs = sorted(set(outs), key=order.index)
+        if not outs:
+            continue
+        root = outs[0]
+        raw.append((root, len(g[0][1]), tuple(outs), tuple(sorted(set(ins), key=order.index)),
+                    tuple(dict.fromkeys(bns))))
+    raw.sort(key=lambda r: order.index(r[0]))
+    all_groups = [Group(i, *r) for i, r in enumerate(raw)]
+    has_residual = any(g.residual for g in all_groups)
+    keep = has_residual if keep_residual is None else keep_residual
+    prunable = [g for g in all_groups if not (keep and g.residual)]
+    kept = [g for g in all_groups if keep and g.residual]
+    prunable = [Group(i, g.root, g.channels, g.out_convs, g.in_convs, g.bns) for i, g in enumerate(prunable)]
+    return Graph(model, tuple(input_size), dg, prunable, kept, dict(model.named_modules()), order)

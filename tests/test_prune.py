@@ -1,0 +1,126 @@
+import copy
+
+import pytest
+import torch
+
+from latprof import graph as graphs, latmodel, models, prune as pruning, steps, surgery, table as tbl
+from latprof.errors import LatprofError
+from synthetic import META, model_table
+
+MODELS = {"vgg16_cifar10": 1, "resnet18": 4, "mobilenet_v2": 8}   # model -> every k-th count in the lines
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prune")
+    return {m: model_table(root / f"{m}.parquet", m, every=k, grid=True) for m, k in MODELS.items()}
+
+
+def cfg_for(tables, model, tmp_path, **kw):
+    base = dict(model=model, table=str(tables[model]), target_ratio=0.6, measure=False, out=tmp_path / "out")
+    return pruning.PruneConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_prune_meets_the_predicted_target_and_the_model_runs(tables, tmp_path, model):
+    r = pruning.run(cfg_for(tables, model, tmp_path))
+    assert r.pruned.predicted_ms <= r.target_ms + 1e-9
+    assert r.pruned.predicted_ms < r.original.predicted_ms
+    assert r.pruned.macs < r.original.macs
+    pruned = torch.load(r.files["model"], weights_only=False)
+    _, size = models.load(model)
+    out = pruned.eval()(torch.randn(2, *size))
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+    convs = surgery.channel_counts(pruned)
+    for g in r.groups:  # every group's root conv has the chosen number of outputs
+        assert convs[g["root"]][1] == g["kept"]
+        assert g["kept"] in g["options"]
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_surgery_is_exact_against_the_masked_original(model):
+    net, size = models.load(model)
+    torch.manual_seed(0)
+    for m in net.modules():  # non-trivial BatchNorm statistics, so masking is tested for real
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    a = graphs.analyse(copy.deepcopy(net), size)
+    b = graphs.analyse(copy.deepcopy(net), size)
+    counts = [max(1, g.channels // 2 + (g.index % 3)) for g in a.groups]
+    removal = surgery.choose(a, counts, "l1")
+    pruned = surgery.prune(a, removal).eval()
+    masked = surgery.mask(b, removal).eval()
+    x = torch.randn(2, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), masked(x), rtol=1e-4, atol=1e-4)
+    convs = surgery.channel_counts(pruned)
+    assert [convs[g.root][1] for g in a.groups] == counts
+
+
+@pytest.mark.parametrize("algo", ["evo", "abc"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evo_and_abc_never_exceed_the_target(tables, tmp_path, algo, seed):
+    r = pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, algo=algo, seed=seed, target_ratio=0.45))
+    assert r.pruned.predicted_ms <= r.target_ms + 1e-9
+
+
+def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
+    from latprof.search import run_search
+    from latprof.search.importance import option_values
+
+    net, size = models.load("vgg16_cifar10")
+    t = tbl.read(tables["vgg16_cifar10"])
+    g = graphs.analyse(net, size)
+    lm = latmodel.build(g, t, steps.context(t))
+    values = [option_values(surgery.group_scores(g, grp, "l1"), o) for grp, o in zip(g.groups, lm.options)]
+    problem = lm.problem(values, 0.5 * lm.predict(lm.full_counts()))
+    best = run_search("dp", problem)
+    for algo in ("evo", "abc"):
+        other = run_search(algo, problem, seed=0)
+        assert other.latency <= problem.target
+        assert best.value >= other.value - 1e-6
+
+
+def test_missing_shapes_fail_with_a_request_file(tables, tmp_path):
+    from latprof import share
+
+    path = model_table(tmp_path / "nogrid.parquet", "vgg16_cifar10", every=1, grid=False)
+    with pytest.raises(LatprofError, match="lacks .* shape") as err:
+        pruning.run(cfg_for({"vgg16_cifar10": path}, "vgg16_cifar10", tmp_path))
+    request = tmp_path / "out" / "request.json"
+    assert str(request) in str(err.value)
+    specs = share.read_request(request)
+    assert specs and all(s.c_in < 512 or s.c_out < 512 for s in specs)
+
+
+def test_unreachable_target_says_how_close_it_can_get(tables, tmp_path):
+    with pytest.raises(LatprofError, match="unreachable|smallest"):
+        pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, target_ratio=0.01))
+
+
+def test_table_of_another_device_is_refused_unless_forced(tables, tmp_path):
+    with pytest.raises(LatprofError, match="--force"):
+        pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, device="titan_rtx"))
+    r = pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, device="titan_rtx", force=True))
+    assert r.device == META["device"]["name"]
+
+
+def test_prune_cli_report_json_plot_and_compare(cli, tables, tmp_path):
+    import json
+
+    r = cli("prune", "vgg16_cifar10", "--table", tables["vgg16_cifar10"], "--target-ratio", "0.6",
+            "--compare", "--json", tmp_path / "r.json", "--plot", tmp_path / "p.png", "--out", tmp_path / "o",
+            "--export", "torchscript")
+    assert r.exit_code == 0, r.output
+    assert "target met: yes" in r.output and "uniform ratio" in r.output and "torch-pruning" in r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["target_met"] and len(rep["baselines"]) == 2
+    macs = [b["macs"] for b in rep["baselines"]]
+    assert all(abs(m / rep["pruned"]["macs"] - 1) < 0.1 for m in macs)   # baselines at the same MACs
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "o" / "pruned.ts").exists() and (tmp_path / "o" / "structure.json").exists()
+    bad = cli("prune", "vgg16_cifar10", "--table", tables["vgg16_cifar10"])
+    assert bad.exit_code == 2 and "exactly one of" in bad.output
