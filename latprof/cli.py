@@ -144,8 +144,8 @@ def models_cmd(name):
 
 @main.command()
 @click.argument("model")
-@click.option("--table", "table_path", type=click.Path(path_type=Path),
-              help="Raw table (default: tables/<this machine's default device>.parquet).")
+@click.option("--table", "table_path",
+              help="Raw table, path or URL (default: tables/<this machine's default device>.parquet).")
 @click.option("--batch", type=int, help="Batch size to read (default: the table's only one).")
 @click.option("--dtype", type=click.Choice(DTYPES), help="Dtype to read (default: the table's only one).")
 @click.option("--backend", type=click.Choice(["cpu", "cudnn", "triton"]), help="Backend rows to read.")
@@ -157,13 +157,18 @@ def models_cmd(name):
 @click.option("--predict", is_flag=True, help="Overlay the wave model's predicted edges (GPU presets).")
 @click.option("--preset", help="GPU preset for --predict (default: matched from the table's device).")
 @click.option("--tile", help="Tile config for --predict (default: the table's, or 64x64x32,w4,s3).")
-def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, measure, predict, preset, tile):
+@click.option("--grid-check", is_flag=True,
+              help="Compare the table's (c_in, c_out) pairs with a model separable in c_in and c_out.")
+def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, measure, predict, preset, tile,
+          grid_check):
     """The latency staircase of every conv layer: step edges, efficient counts, savings."""
-    from latprof import device as devices, steps as st, table
+    from latprof import device as devices, share, steps as st, table
 
     if table_path is None:
         table_path = env.tables_dir() / f"{devices.select().slug}.parquet"
-    t = table.read(table_path)
+    if share.is_url(table_path) and measure:
+        raise click.BadParameter("--measure writes into the table: give a local --table, not a URL")
+    table_path, t = share.fetch(table_path)
     ctx = st.context(t, batch, dtype, backend)
     layers = st.model_steps(t, model, ctx, input_size)
     missing = st.missing_lines(layers)
@@ -201,7 +206,7 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
             eff = " ".join(f"{c}({s:+.0f}%)" for c, s in zip(r.efficient[-6:], [-x for x in r.saving_pct[-6:]]))
             click.echo(f"{r.layer:26s} {r.c_in:4d}->{r.c_out:<4d} {r.latency_us:10.1f} us  "
                        f"{len(r.edges):3d} steps  efficient below: {eff or '-'}")
-        check = st.grid_check(t, layers)
+        check = st.grid_check(t, layers) if grid_check else ()
         if len(check):
             err = check["rel_error"].abs()
             click.echo(f"grid model (separable in c_in x c_out) vs {len(check)} measured pairs: median |error| "
@@ -365,26 +370,26 @@ def tables():
 
 
 @tables.command("info")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option("--model", help="Also report coverage of this model's sweep lines.")
 @click.option("--batch", type=int, default=None, help="Batch size for --model coverage (default: all in table).")
 def tables_info(path, model, batch):
     """What a table holds: device, shapes, batch sizes, coverage, noisy rows."""
-    from latprof import report, table
+    from latprof import report, share
 
-    t = table.read(path)
+    t = share.open_table(path)
     click.echo(report.table_info(t, path))
     if model:
         click.echo(report.model_coverage(t, model, batch))
 
 
 @tables.command("validate")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 def tables_validate(path):
     """Check a table: readable, schema version, columns, content hash, values. Exit 1 on problems."""
-    from latprof import table
+    from latprof import share, table
 
-    t = table.read(path)
+    t = share.open_table(path)
     problems = table.validate(t)
     if problems:
         for p in problems:

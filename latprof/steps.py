@@ -303,11 +303,14 @@ def channel_options(fit: LineFit, min_keep: float = MIN_KEEP, cap: int = MAX_OPT
 
 
 def grid_pairs(fits: list[LineFit], min_keep: float = MIN_KEEP, cap: int = MAX_OPTIONS) -> list[ConvSpec]:
-    """(c_in, c_out) pairs a pruner will look up, off the two measured lines of each shape.
+    """Shapes a pruner will look up that the lines do not already hold.
 
-    c_out: the layer's own options. c_in: the options of every line whose layer produces that
-    many channels (the producer's pruned count is the consumer's c_in). Matching by channel
-    count is exact for chains (VGG) and a superset where residual adds couple several layers.
+    c_out: the layer's own options (measured points of its c_out line). c_in: the options of
+    every line whose layer produces that many channels (the producer's pruned count is the
+    consumer's c_in); matching by channel count is exact for chains (VGG) and a superset where
+    residual adds couple several layers. Pairs with c_out = C_out lie on the c_in line but are
+    listed too, since a sparse line need not hold that exact c_in. Depthwise lines get the
+    producers' counts.
     """
     produced: dict[int, set[int]] = {}
     for f in fits:
@@ -318,10 +321,12 @@ def grid_pairs(fits: list[LineFit], min_keep: float = MIN_KEEP, cap: int = MAX_O
         by_base.setdefault(f.line.base, {})[f.line.axis] = f
     out = []
     for base, axes in by_base.items():
-        if "c_out" not in axes or "c_in" not in axes or axes["c_out"].missing:
+        c_ins = sorted(c for c in produced.get(base.c_in, ()) if c < base.c_in and c % base.groups == 0)
+        if "c" in axes:
+            out += [base.replace(c_in=c, c_out=c, groups=c) for c in c_ins]
             continue
-        c_outs = [c for c in channel_options(axes["c_out"], min_keep, cap) if c < base.c_out]
-        c_ins = [c for c in produced.get(base.c_in, ()) if c < base.c_in and c % base.groups == 0]
-        out += [base.replace(c_in=ci, c_out=co) for ci in sorted(c_ins) for co in c_outs
-                if co % base.groups == 0]
+        if "c_out" not in axes or axes["c_out"].missing:
+            continue
+        c_outs = [c for c in channel_options(axes["c_out"], min_keep, cap) if c % base.groups == 0]
+        out += [base.replace(c_in=ci, c_out=co) for ci in c_ins for co in c_outs]
     return out

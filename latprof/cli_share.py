@@ -1,0 +1,123 @@
+"""`latprof tables diff|request|upgrade|fetch`: commands for tables that travel between labs.
+
+Attached to the `tables` group of `latprof.cli`; tables may be given by path or URL
+(`share.open_table`). The library is `latprof.share`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from latprof.cli import _input_size, tables
+from latprof.errors import LatprofError
+from latprof.spec import BACKENDS, DTYPES, LAYOUTS, KEY_FIELDS
+
+_IGNORABLE = [f for f in KEY_FIELDS if f not in ("c_in", "c_out", "groups")]
+
+
+@tables.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG: histogram of the B/A ratios and a few staircases overlaid.")
+@click.option("--ignore", multiple=True, type=click.Choice(_IGNORABLE),
+              help="Match shapes ignoring this key field (repeatable), e.g. --ignore backend.")
+@click.option("--tolerance", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Channels an edge may move and still count as the same edge.")
+@click.option("--no-edges", is_flag=True, help="Skip the step fits (coverage and ratios only; fast).")
+def tables_diff(a, b, plot_path, ignore, tolerance, no_edges):
+    """Compare two tables (paths or URLs): coverage, latency ratios B/A, moved step edges."""
+    from latprof import share
+
+    result = share.diff_tables(share.open_table(a), share.open_table(b), names=(a, b), ignore=tuple(ignore),
+                               tolerance=tolerance, edges=not no_edges)
+    for line in result.summary():
+        click.echo(line)
+    if plot_path is not None:
+        share.plot_diff(result, plot_path)
+        click.echo(f"plot       {plot_path}")
+
+
+@tables.command("request")
+@click.option("--model", required=True, help="Model name (see `latprof models`) or path/to/file.py:factory.")
+@click.option("--batch", required=True, type=click.IntRange(min=1), help="Batch size the pruner needs.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--layout", type=click.Choice(LAYOUTS), default="nchw", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS),
+              help="Default: the table's backend; without a table, cudnn (a request goes to a GPU lab).")
+@click.option("--tile", default="", help="Triton tile config (--backend triton).")
+@click.option("--input-size", callback=_input_size, help="C,H,W for a model from a file.")
+@click.option("--table", "table_ref", help="The table (path or URL) to complete; without it, every shape is asked for.")
+@click.option("--missing-lines", is_flag=True,
+              help="Ask only for lines the table cannot fit at all (default: every dense count it lacks).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Request file (JSON).")
+def tables_request(model, batch, dtype, layout, backend, tile, input_size, table_ref, missing_lines, out):
+    """Write the shapes a model needs that a table lacks, for the lab that has the device."""
+    import latprof
+    from latprof import share
+
+    t = share.open_table(table_ref) if table_ref else None
+    if backend is None:
+        backend = _default_backend(t, batch, dtype)
+    specs = share.request_for_model(t, model, batch, dtype, backend, layout, tile=tile, input_size=input_size,
+                                    missing_lines_only=missing_lines)
+    device = t.device if t is not None else None
+    share.write_request(out, specs, {
+        "device": device, "model": model, "batch": batch, "dtype": dtype, "layout": layout, "backend": backend,
+        "tile": tile, "scope": "missing lines" if missing_lines else "dense lines",
+        "table": table_ref, "table_content_hash": t.meta.get("content_hash") if t is not None else None,
+        "latprof_version": latprof.__version__})
+    where = f"{device.get('name')}" if device else "the target device (not named: no --table)"
+    click.echo(f"request  {out}: {len(specs)} shapes of {model} (batch {batch} {dtype} {layout} {backend}) "
+               f"{'the table lacks' if t is not None else 'in all'}")
+    if specs:
+        gpu = f"--gpu '{device.get('name')}'" if device and device.get("kind") == "cuda" else (
+            "--device cpu" if device else "--gpu NAME")
+        click.echo(f"measure  on {where}: latprof sweep {gpu} --request {out} --out PART.parquet")
+        target = table_ref if table_ref and not share.is_url(table_ref) else "TABLE.parquet"
+        click.echo(f"merge    latprof tables merge {target} {target} PART.parquet")
+
+
+def _default_backend(t, batch: int, dtype: str) -> str:
+    if t is None:
+        return "cudnn"
+    rows = t.df[(t.df["batch"] == batch) & (t.df["dtype"] == dtype)]
+    used = sorted(set((rows if len(rows) else t.df)["backend"]))
+    if len(used) == 1:
+        return used[0]
+    if len(used) > 1:
+        raise LatprofError(f"the table holds several backends ({', '.join(used)}); choose one with --backend")
+    return "cpu" if t.device.get("kind") == "cpu" else "cudnn"
+
+
+@tables.command("upgrade")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def tables_upgrade(path):
+    """Convert a table written under an older schema version, in place."""
+    from latprof import share
+
+    click.echo(share.upgrade_table(path))
+
+
+@tables.command("fetch")
+@click.argument("url")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the table here.")
+@click.option("--refresh", is_flag=True, help="Download again even if a cached copy exists.")
+def tables_fetch(url, out, refresh):
+    """Download a table (any fsspec URL or a path), verify its content hash, say where it is."""
+    from latprof import share
+
+    path, t = share.fetch(url, refresh=refresh)
+    click.echo(f"table    {path} ({t.device.get('name')}, {len(t.df)} rows)")
+    click.echo(f"hash     {t.meta.get('content_hash')} (verified)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(out)
+        click.echo(f"copied   {out}")
+    for warning in share.version_warnings(t):
+        click.echo(f"warning: {warning}", err=True)
