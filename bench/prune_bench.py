@@ -51,7 +51,8 @@ def accuracy(model: str, batch: int, work: Path, n_configs: int, protocol: Proto
     configs = [[o[rng.integers(len(o))] for o in lm.options] for _ in range(n_configs)]
     nets = [pruning._pruned_copy(net, size, pruning.PruneConfig(model, str(path)), c) for c in calib + configs]
     dev, clock = cpu_device(), Clock()
-    measured = measure_models(nets, size, batch, ctx.dtype, dev, clock, protocol)
+    measured = measure_models(nets, size, batch, ctx.dtype, dev, clock, protocol,
+                              baseline_us=t.meta["reference"]["baseline_us"])
     lm.scale, lm.rest_us = latmodel.fit_calibration([lm.conv_sum(c) for c in calib], measured[:3])
     pred = np.array([lm.predict(c) for c in configs])
     meas = np.array(measured[3:])

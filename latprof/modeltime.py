@@ -13,8 +13,13 @@ from latprof.timing import Clock, Protocol, Reference, summarize
 
 
 def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
-                   protocol: Protocol, rounds: int | None = None, seed: int = 0) -> list[float]:
-    """Drift-normalised median latency (us) of each model's forward pass at `batch`."""
+                   protocol: Protocol, rounds: int | None = None, seed: int = 0,
+                   baseline_us: float | None = None) -> list[float]:
+    """Drift-normalised median latency (us) of each model's forward pass at `batch`.
+
+    `baseline_us`: the reference latency to normalise to; pass the table's
+    (`meta["reference"]["baseline_us"]`) so that measurements taken in different calls, and
+    the table's own rows, are on one scale. Default: this call's median reference reading."""
     dt = backends.DTYPES[dtype]
     x = torch.randn(batch, *input_size).to(device.torch_device, dt)
     runs = []
@@ -39,5 +44,5 @@ def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, 
             samples[i].append(clock.sample(runs[i], reps[i]))
             times[i].append((t0 + clock.now()) / 2)
     ref.read()
-    base = ref.baseline()
+    base = baseline_us or ref.baseline()
     return [summarize(np.asarray(s) * base / ref.at(t)).p50 for s, t in zip(samples, times)]

@@ -141,11 +141,12 @@ def run(cfg: PruneConfig) -> PruneReport:
         from latprof.timing import CudaClock
         clock = CudaClock(here.torch_device)
     protocol = Protocol.quick() if cfg.quick else Protocol()
-    if clock is not None:  # calibrate scale and rest on whole models: full, smallest, and halfway
-        mid = [opts[len(opts) // 2] for opts in lm.options]
-        configs = [full, smallest, mid]
+    if clock is not None:  # calibrate scale and rest on whole models: full, smallest, halfway, 2 random
+        rng = np.random.default_rng(cfg.seed)
+        configs = [full, smallest, [opts[len(opts) // 2] for opts in lm.options]]
+        configs += [[opts[rng.integers(len(opts))] for opts in lm.options] for _ in range(2)]
         nets = [_pruned_copy(original, size, cfg, c) for c in configs]
-        measured = _measure(nets, size, ctx, here, clock, protocol)
+        measured = _measure(nets, size, ctx, here, clock, protocol, table)
         lm.scale, lm.rest_us = latmodel.fit_calibration([lm.conv_sum(c) for c in configs], measured)
         lm.calibrated = True
     full_us = lm.predict(full)
@@ -177,7 +178,7 @@ def run(cfg: PruneConfig) -> PruneReport:
     if clock is not None:
         cands = [report.original, report.pruned] + report.baselines
         nets = [original, pruned] + [m for _, m in base_nets]
-        for cand, ms in zip(cands, _measure(nets, size, ctx, here, clock, protocol)):
+        for cand, ms in zip(cands, _measure(nets, size, ctx, here, clock, protocol, table)):
             cand.measured_ms = ms / 1e3
     report.files = _save(cfg, pruned, size, report)
     return report
@@ -197,10 +198,12 @@ def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
                        f"`latprof sweep --request {path} --out TABLE`, merge, and prune again")
 
 
-def _measure(nets, size, ctx, here, clock, protocol) -> list[float]:
+def _measure(nets, size, ctx, here, clock, protocol, table: LatencyTable) -> list[float]:
+    """Whole-model latencies normalised to the table's reference baseline (one scale for all)."""
     from latprof.modeltime import measure_models
 
-    return measure_models(nets, size, ctx.batch, ctx.dtype, here, clock, protocol)
+    baseline = (table.meta.get("reference") or {}).get("baseline_us")
+    return measure_models(nets, size, ctx.batch, ctx.dtype, here, clock, protocol, baseline_us=baseline)
 
 
 def _pruned_copy(original: nn.Module, size, cfg: PruneConfig, counts: list[int]) -> nn.Module:
