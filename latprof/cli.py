@@ -118,7 +118,7 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
     click.echo(f"device   {s.device.name} ({s.device.slug})")
     click.echo(f"table    {s.path}")
     click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines ({s.mode}; dense lines would be "
-               f"{s.line_points}): {s.measured} measured now, {s.skipped} already in the table, {s.left} left")
+               f"{s.line_points}): {s.measured} measured now, {s.skipped} already measured, {s.left} left")
     click.echo(f"flags    {s.noisy} noisy, {s.drifted} drifted (of those measured now)")
     click.echo(f"time     {s.seconds:.1f} s ({60 * s.measured / max(s.seconds, 1e-9):.0f} shapes/min)")
     if s.steps_path:
@@ -316,6 +316,10 @@ def _print_prune(r) -> None:
                else "    n/a")
         click.echo(f"{c.name:32s} {_ms(c.predicted_ms):>12s} {_ms(c.measured_ms):>12s} {err} "
                    f"{c.macs / 1e6:9.1f} {c.params:10d}")
+    if len(r.attempts) > 1:
+        for i, a in enumerate(r.attempts, 1):
+            click.echo(f"search {i}: budget {a['budget_ms']:.3f} ms, predicted {a['predicted_ms']:.3f} ms, "
+                       f"measured {a['measured_ms']:.3f} ms")
     got = r.pruned.measured_ms if r.pruned.measured_ms is not None else r.pruned.predicted_ms
     how = "measured" if r.pruned.measured_ms is not None else "predicted"
     click.echo(f"target met: {'yes' if r.met else 'NO'} ({how} {got:.3f} ms vs target {r.target_ms:.3f} ms)")

@@ -144,7 +144,10 @@ def build(graph: Graph, table, ctx: steps.Context, *, min_keep: float = steps.MI
 
 def fit_calibration(predicted: list[float], measured: list[float]) -> tuple[float, float]:
     """Least-squares measured = scale * predicted + rest (rest >= 0; with one point, rest only)."""
-    p, m = np.asarray(predicted), np.asarray(measured)
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if not (np.isfinite(p).all() and np.isfinite(m).all()):
+        raise LatprofError("calibration needs finite predicted and measured latencies; "
+                           f"got predicted {p.tolist()} and measured {m.tolist()}")
     if len(p) == 1 or np.ptp(p) < 1e-9:
         return 1.0, float(max(m.mean() - p.mean(), 0.0))
     scale, rest = np.polyfit(p, m, 1)

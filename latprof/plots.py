@@ -18,16 +18,7 @@ def wave_staircase(path: Path, title: str, channels, costs, edges, current: int,
     ax.step(list(channels), costs, where="post", color="tab:blue", lw=1.6, label="waves x K-chunks (predicted)")
     for e in edges:
         ax.axvline(e, color="tab:orange", lw=0.6, alpha=0.6)
-    ax.axvline(current, color="tab:red", ls="--", lw=1.2, label=f"layer's {axis} = {current}")
-    ax.set_xlabel(axis)
-    ax.set_ylabel("relative cost")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish_line_plot(fig, ax, path, title, axis, current, "relative cost")
 
 
 def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predicted_edges=()) -> Path:
@@ -41,7 +32,7 @@ def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predic
                color="tab:blue", label="measured (drift-normalised median)", zorder=3)
     if any(fl):
         ax.scatter([c for c, f in zip(ch, fl) if f], [v for v, f in zip(lat, fl) if f], s=12,
-                   facecolors="none", edgecolors="tab:blue", label="flagged (noisy/drift)", zorder=3)
+                   facecolors="none", edgecolors="tab:blue", label="flagged noisy", zorder=3)
     if fit.fit is not None:
         for i, seg in enumerate(fit.fit.segments):
             ax.hlines(seg.level, seg.start - 0.5, seg.end + 0.5, color="tab:green", lw=2,
@@ -51,9 +42,14 @@ def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predic
                    label="efficient counts", zorder=4)
     for i, e in enumerate(predicted_edges):
         ax.axvline(e, color="tab:purple", ls=":", lw=1, label="wave-model edge" if i == 0 else None)
+    return _finish_line_plot(fig, ax, path, title, axis, current, "latency (us)")
+
+
+def _finish_line_plot(fig, ax, path: Path, title: str, axis: str, current: int, ylabel: str) -> Path:
+    """Mark the layer's own count, label, save and close: the common end of the per-line plots."""
     ax.axvline(current, color="tab:red", ls="--", lw=1.2, label=f"layer's {axis} = {current}")
     ax.set_xlabel(axis)
-    ax.set_ylabel("latency (us)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=7)
     ax.grid(alpha=0.3)

@@ -18,6 +18,10 @@ from latprof.table import LatencyTable
 from latprof.timing import Clock, Protocol
 
 
+#: Extra searches when the pruned model, measured on this machine, misses the target.
+MAX_RETRIES = 3
+
+
 @dataclass
 class PruneConfig:
     model: str
@@ -73,6 +77,7 @@ class PruneReport:
     evaluations: int
     baselines: list[Candidate] = field(default_factory=list)
     files: dict = field(default_factory=dict)
+    attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
 
     @property
     def met(self) -> bool:
@@ -145,21 +150,37 @@ def run(cfg: PruneConfig) -> PruneReport:
         rng = np.random.default_rng(cfg.seed)
         configs = [full, smallest, [opts[len(opts) // 2] for opts in lm.options]]
         configs += [[opts[rng.integers(len(opts))] for opts in lm.options] for _ in range(2)]
+        sums = [lm.conv_sum(c) for c in configs]
+        if lm.missing:
+            _missing(cfg, lm, table)
         nets = [_pruned_copy(original, size, cfg, c) for c in configs]
         measured = _measure(nets, size, ctx, here, clock, protocol, table)
-        lm.scale, lm.rest_us = latmodel.fit_calibration([lm.conv_sum(c) for c in configs], measured)
+        lm.scale, lm.rest_us = latmodel.fit_calibration(sums, measured)
         lm.calibrated = True
     full_us = lm.predict(full)
     target_us = cfg.target_ms * 1e3 if cfg.target_ms is not None else cfg.target_ratio * full_us
-    problem = lm.problem(values, target_us)
-    if lm.missing:
-        _missing(cfg, lm, table)
-    t0 = time.perf_counter()
-    result = run_search(cfg.algo, problem, seed=cfg.seed)
-    search_s = time.perf_counter() - t0
-    counts = [lm.options[g][i] for g, i in enumerate(result.choice)]
-    removal = surgery.choose(graph, counts, cfg.importance, prev)
-    pruned = surgery.prune(graph, removal)
+    search_s, budget_us, attempts = 0.0, target_us, []
+    for attempt in range(1 + (MAX_RETRIES if clock is not None else 0)):
+        problem = lm.problem(values, budget_us)
+        if lm.missing:
+            _missing(cfg, lm, table)
+        t0 = time.perf_counter()
+        result = run_search(cfg.algo, problem, seed=cfg.seed)
+        search_s += time.perf_counter() - t0
+        counts = [lm.options[g][i] for g, i in enumerate(result.choice)]
+        graph = graphs.analyse(copy.deepcopy(original), size, keep_residual=cfg.keep_residual)
+        pruned = surgery.prune(graph, surgery.choose(graph, counts, cfg.importance, prev))
+        if clock is None:
+            break
+        # Closed loop: a search exploits the model's errors (it picks what the model thinks is
+        # cheap), so the pruned model is measured and, if it misses, searched again with the
+        # budget shrunk by the measured/predicted ratio.
+        got = _measure([pruned], size, ctx, here, clock, protocol, table)[0]
+        attempts.append({"budget_ms": budget_us / 1e3, "predicted_ms": lm.predict(counts) / 1e3,
+                         "measured_ms": got / 1e3})
+        if got <= target_us:
+            break
+        budget_us *= min(target_us / got, 0.99)
     report = PruneReport(
         model=cfg.model, device=str(table.device.get("name")), context=asdict(ctx), algo=cfg.algo,
         importance=cfg.importance, target_ms=target_us / 1e3, calibrated=lm.calibrated, scale=lm.scale,
@@ -168,7 +189,7 @@ def run(cfg: PruneConfig) -> PruneReport:
         pruned=_candidate(f"latprof ({cfg.algo})", pruned, size, lm, lm.predict(counts)),
         groups=[{"root": g.root, "channels": g.channels, "options": lm.options[g.index], "kept": k,
                  "convs_out": list(g.out_convs)} for g, k in zip(graph.groups, counts)],
-        search_seconds=search_s, evaluations=result.evaluations)
+        search_seconds=search_s, evaluations=result.evaluations, attempts=attempts)
     report.fits = {g.root: lm.fits.get((t.spec, "c" if t.spec.depthwise else "c_out"))
                    for g in graph.groups for t in lm.terms if t.name == g.root}
     base_nets = []

@@ -59,12 +59,17 @@ class LineFit:
 
 
 class TableIndex:
-    """Key -> (latency_norm_us_p50, flagged) for one raw table."""
+    """Key -> (latency_norm_us_p50, flagged) for one raw table.
+
+    Flagged for the fit: rows whose median is uncertain (`flag_noisy`) or measured on a
+    throttling GPU. Rows flagged `flag_drift` are kept: the drift is what their normalised
+    latency corrects (on this project's CPUs over half the rows see the machine's speed move
+    by more than 10% while they are sampled; dropping them would drop most of a sweep)."""
 
     def __init__(self, table: LatencyTable):
         df = table.df
         keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
-        flags = (df["flag_noisy"] | df["flag_drift"] | df["flag_throttled"]).to_numpy()
+        flags = (df["flag_noisy"] | df["flag_throttled"]).to_numpy()
         self.values = dict(zip(keys, zip(df["latency_norm_us_p50"].astype(float), flags)))
 
     def get(self, spec: ConvSpec):
@@ -321,10 +326,11 @@ def grid_pairs(fits: list[LineFit], min_keep: float = MIN_KEEP, cap: int = MAX_O
         by_base.setdefault(f.line.base, {})[f.line.axis] = f
     out = []
     for base, axes in by_base.items():
-        c_ins = sorted(c for c in produced.get(base.c_in, ()) if c < base.c_in and c % base.groups == 0)
-        if "c" in axes:
-            out += [base.replace(c_in=c, c_out=c, groups=c) for c in c_ins]
+        below = sorted(c for c in produced.get(base.c_in, ()) if c < base.c_in)
+        if "c" in axes:  # depthwise: groups moves with the channels
+            out += [base.replace(c_in=c, c_out=c, groups=c) for c in below]
             continue
+        c_ins = [c for c in below if c % base.groups == 0]
         if "c_out" not in axes or axes["c_out"].missing:
             continue
         c_outs = [c for c in channel_options(axes["c_out"], min_keep, cap) if c % base.groups == 0]

@@ -10,13 +10,13 @@ GRID = ["sweep", "--cin", "4", "--cout", "2-12:2", "--hw", "6", "--quick", "--no
 def test_sweep_writes_a_table_named_after_the_device_and_resumes(cli, tmp_path):
     r = cli(*GRID)
     assert r.exit_code == 0, r.output
-    assert "6 measured now, 0 already in the table" in r.output
+    assert "6 measured now, 0 already measured" in r.output
     files = list((tmp_path / "tables").glob("cpu-*.parquet"))
     assert len(files) == 1
     df = tbl.read(files[0]).df
     assert sorted(df["c_out"]) == [2, 4, 6, 8, 10, 12]
     again = cli(*GRID)
-    assert "0 measured now, 6 already in the table" in again.output
+    assert "0 measured now, 6 already measured" in again.output
 
 
 def test_info_and_validate(cli, small_table):

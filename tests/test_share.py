@@ -1,4 +1,4 @@
-"""Sharing tables between labs: the worked example of docs/sharing.md on CPU tables, merge of
+"""Sharing tables between labs: the worked example of the README's "Sharing tables" on CPU tables, merge of
 shards, hash checks on downloads, the URL cache, diff, requests, compatibility, upgrades."""
 
 from __future__ import annotations

@@ -89,3 +89,15 @@ def test_steps_with_wave_prediction_overlay(cli, resnet20, tmp_path):
 def test_wrong_batch_is_refused_with_what_the_table_holds(cli, resnet20):
     r = cli("steps", "resnet20_cifar10", "--table", resnet20, "--batch", "64")
     assert r.exit_code == 1 and "holds no rows" in r.output and "'batch': 1" in r.output
+
+
+def test_grid_pairs_cover_depthwise_lines_at_the_producers_counts(tmp_path):
+    path = model_table(tmp_path / "mb.parquet", "mobilenet_v2", every=8)
+    t = tbl.read(path)
+    layers = st.model_steps(t, "mobilenet_v2", st.context(t))
+    fits = [lay.out for lay in layers] + [lay.inp for lay in layers]
+    pairs = st.grid_pairs(fits)
+    dw = [p for p in pairs if p.depthwise and p.h == 112 and p.stride_h == 1]
+    stem = next(lay for lay in layers if lay.name == "features.0.0")
+    wanted = {c for c in st.channel_options(stem.out) if c < 32}
+    assert wanted and wanted <= {p.c_in for p in dw}

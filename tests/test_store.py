@@ -97,7 +97,7 @@ def test_kill_9_mid_sweep_then_resume_loses_nothing_and_repeats_nothing(tmp_path
 
     done = subprocess.run(SWEEP + [str(path)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"{60 - len(before)} measured now, {len(before)} already in the table" in done.stdout
+    assert f"{60 - len(before)} measured now, {len(before)} already measured" in done.stdout
     df = tbl.read(path).df
     assert len(df) == 60 and not df.duplicated(list(KEY_FIELDS)).any()
     keyed = {tuple(r[k] for k in KEY_FIELDS): r for r in df.to_dict("records")}
