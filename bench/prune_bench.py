@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latprof import graph as graphs, latmodel, models, prune as pruning, steps, surgery, sweep, table as tbl
+from latprof import env, graph as graphs, latmodel, models, prune as pruning, steps, surgery, sweep, table as tbl
 from latprof.device import cpu_device
 from latprof.modeltime import measure_models
 from latprof.timing import Clock, Protocol
@@ -50,7 +50,7 @@ def accuracy(model: str, batch: int, work: Path, n_configs: int, protocol: Proto
     calib = [full, [o[0] for o in lm.options], [o[len(o) // 2] for o in lm.options]]
     configs = [[o[rng.integers(len(o))] for o in lm.options] for _ in range(n_configs)]
     nets = [pruning._pruned_copy(net, size, pruning.PruneConfig(model, str(path)), c) for c in calib + configs]
-    dev, clock = cpu_device(), Clock()
+    dev, clock = cpu_device(), Clock(t.meta["protocol"]["threads"])
     measured = measure_models(nets, size, batch, ctx.dtype, dev, clock, protocol,
                               baseline_us=t.meta["reference"]["baseline_us"])
     lm.scale, lm.rest_us = latmodel.fit_calibration([lm.conv_sum(c) for c in calib], measured[:3])
@@ -109,7 +109,7 @@ def main() -> int:
     times = search_times(work)
     vs = versus(acc[0]["table"], work, protocol) if acc[0]["model"] == "vgg16_cifar10" else None
     report = {"command": "python bench/prune_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-              "machine": {"cpu": cpu_device().name, "threads": Clock().threads, "platform": platform.platform()},
+              "machine": {"cpu": cpu_device().name, "threads": env.cpu_threads(), "platform": platform.platform()},
               "when": tbl.now_iso(), "protocol": "quick" if args.quick else "full",
               "accuracy": acc, "search_resnet50": times, "versus": vs}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def _input_size(ctx, param, value):
               help="Stop after this long; run again to resume.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Table file (default: tables/<device>.parquet).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: LATPROF_THREADS or torch's).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: LATPROF_THREADS, else 1: stable on shared machines).")
 @click.option("--quick", is_flag=True, help="Short timing protocol (demos, smoke tests).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--request", type=click.Path(dir_okay=False, path_type=Path),
@@ -417,3 +417,4 @@ def tables_merge(out, inputs):
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 from latprof import cli_share  # noqa: F401,E402
+from latprof import cli_train  # noqa: F401,E402

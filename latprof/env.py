@@ -22,11 +22,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LATPROF_CACHE", str(default)))
 
 
-def cpu_threads() -> int | None:
-    """Thread count for CPU timing (LATPROF_THREADS); None means torch's default, recorded in the table."""
+#: CPU threads used when neither --threads nor LATPROF_THREADS says otherwise. One thread:
+#: measured on this project's shared 2-core machines, the same 64 convs swept twice at 2
+#: threads differed by a median 23% (OpenMP threads wait on each other whenever any other
+#: process runs) against 7% at 1 thread. Profile multi-threaded inference with --threads N.
+DEFAULT_CPU_THREADS = 1
+
+
+def cpu_threads() -> int:
+    """Thread count for CPU timing (LATPROF_THREADS, default `DEFAULT_CPU_THREADS`); recorded in the table."""
     raw = os.environ.get("LATPROF_THREADS")
     if raw is None or raw == "":
-        return None
+        return DEFAULT_CPU_THREADS
     try:
         value = int(raw)
     except ValueError:

@@ -141,7 +141,9 @@ def run(cfg: PruneConfig) -> PruneReport:
     here = _device_present(table) if cfg.measure is not False else None
     if cfg.measure and here is None:
         raise LatprofError("--measure: the table's device is not this machine; prune without measuring")
-    clock = Clock(env.cpu_threads()) if here is not None and here.kind == "cpu" else None
+    # measure whole models with the thread count the table was measured with
+    threads = (table.meta.get("protocol") or {}).get("threads") or env.cpu_threads()
+    clock = Clock(threads) if here is not None and here.kind == "cpu" else None
     if here is not None and here.kind == "cuda":
         from latprof.timing import CudaClock
         clock = CudaClock(here.torch_device)
