@@ -116,9 +116,7 @@ def run(cfg: PruneConfig) -> PruneReport:
     from latprof.search import run_search
     from latprof.search.importance import option_values
 
-    from latprof import table as tables
-
-    table = tables.read(share.resolve_table(cfg.table))
+    table = share.open_table(cfg.table)
     _check_device(cfg, table)
     ctx = steps.context(table, cfg.batch, cfg.dtype, cfg.backend)
     for warning in share.check_compat(table, batch=ctx.batch, dtype=ctx.dtype):
