@@ -82,3 +82,28 @@ def resnet56(num_classes: int = 10) -> ResNetCifar:
 
 def resnet20(num_classes: int = 10) -> ResNetCifar:
     return ResNetCifar(3, num_classes)
+
+
+class SmallCifar(nn.Module):
+    """A 4-conv VGG-like net with BN for 32x32 inputs (32,32,M,64,64,M, global average pool, linear):
+    trains in seconds on a CPU, for tests and demos (digits)."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int, int] = (32, 32, 64, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for i, w in enumerate(widths):
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            if i % 2 == 1:
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def small_cifar(num_classes: int = 10) -> SmallCifar:
+    return SmallCifar(num_classes)

@@ -53,6 +53,7 @@ MODELS: dict[str, ModelEntry] = {
     "resnet56_cifar10": ModelEntry(_cifar("resnet56", 10), (3, 32, 32), "CIFAR ResNet-56, 10 classes"),
     "resnet56_cifar100": ModelEntry(_cifar("resnet56", 100), (3, 32, 32), "CIFAR ResNet-56, 100 classes"),
     "resnet20_cifar10": ModelEntry(_cifar("resnet20", 10), (3, 32, 32), "CIFAR ResNet-20 (small; demos)"),
+    "small_cifar10": ModelEntry(_cifar("small_cifar", 10), (3, 32, 32), "4-conv VGG-like net, BN (tests, digits)"),
 }
 ALIASES = {"vgg16_cifar": "vgg16_cifar10", "resnet56_cifar": "resnet56_cifar10", "resnet56": "resnet56_cifar10"}
 
