@@ -267,10 +267,18 @@ def _predicted_edges(t, ctx, layers, preset, tile) -> dict:
               help="PNG: each group's staircase with its chosen count, and latency vs MACs.")
 @click.option("--no-measure", is_flag=True, help="Do not measure on this machine even if it is the table's device.")
 @click.option("--quick", is_flag=True, help="Short timing protocol for the measurements.")
+@click.option("--fitness", type=click.Choice(["importance", "accuracy"]), default="importance", show_default=True,
+              help="What evo/abc/ddpg maximise: retained importance, or validation accuracy after brief training.")
+@click.option("--data", "data_spec", help="For --fitness accuracy: digits | cifar10:DIR | cifar100:DIR | imagefolder:DIR.")
+@click.option("--fitness-steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="SGD steps per candidate (--fitness accuracy).")
+@click.option("--fitness-epochs", type=click.IntRange(min=1), help="Train each candidate this many epochs instead.")
+@click.option("--train-device", help="Where candidates train (default: a GPU if present).")
 def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weights_prev, batch, dtype, backend,
               input_size, min_keep, keep_residual, for_device, force, seed, out, export, compare, json_path,
-              plot_path, no_measure, quick):
-    """Prune MODEL to a latency target using only a latency table, then measure it if possible."""
+              plot_path, no_measure, quick, fitness, data_spec, fitness_steps, fitness_epochs, train_device):
+    """Prune MODEL (a name, file.py:factory, or a trained model.pt) to a latency target using only a
+    latency table, then measure it if the table's device is this machine."""
     from latprof import prune as pruning
 
     if (target_ms is None) == (target_ratio is None):
@@ -280,7 +288,8 @@ def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weig
         target_ms=target_ms, target_ratio=target_ratio, algo=algo, importance=importance, weights_prev=weights_prev,
         min_keep=min_keep, keep_residual=keep_residual, seed=seed, device=for_device, force=force, out=out,
         export=export, compare=compare, measure=False if no_measure else None,
-        quick=quick or env.quick_protocol())
+        quick=quick or env.quick_protocol(), fitness=fitness, data=data_spec, fitness_steps=fitness_steps,
+        fitness_epochs=fitness_epochs, train_device=train_device)
     r = pruning.run(cfg)
     _print_prune(r)
     if json_path is not None:
@@ -307,6 +316,8 @@ def _print_prune(r) -> None:
     cal = (f"calibrated on this machine: {r.scale:.3f} x conv sum + {r.rest_ms:.3f} ms" if r.calibrated
            else "not calibrated (the table's device is not this machine): conv layers only")
     click.echo(f"target   {r.target_ms:.3f} ms; latency model {cal}")
+    if r.fitness == "accuracy":
+        click.echo(f"fitness  validation accuracy after brief training: {r.fitness_value:.3f}")
     click.echo(f"{'group (root conv)':32s} {'before':>6s} {'after':>6s}  options")
     for g in r.groups:
         click.echo(f"{g['root']:32s} {g['channels']:6d} {g['kept']:6d}  {g['options']}")

@@ -47,6 +47,12 @@ class PruneConfig:
     measure: bool | None = None        # None: measure when the table's device is this machine
     quick: bool = False
     request_out: Path | None = None
+    fitness: str = "importance"        # "importance" (table only) | "accuracy" (brief training)
+    data: str | None = None            # data spec for --fitness accuracy (see latprof.data)
+    fitness_steps: int = 100
+    fitness_epochs: int | None = None
+    train_device: str | None = None
+    search_options: dict = field(default_factory=dict)   # passed to the searcher (e.g. evo's population)
 
 
 @dataclass
@@ -78,6 +84,8 @@ class PruneReport:
     baselines: list[Candidate] = field(default_factory=list)
     files: dict = field(default_factory=dict)
     attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
+    fitness: str = "importance"
+    fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
 
     @property
     def met(self) -> bool:
@@ -121,7 +129,7 @@ def run(cfg: PruneConfig) -> PruneReport:
     ctx = steps.context(table, cfg.batch, cfg.dtype, cfg.backend)
     for warning in share.check_compat(table, batch=ctx.batch, dtype=ctx.dtype):
         print(f"warning: {warning}")
-    net, size = models.load(cfg.model, cfg.input_size)
+    net, size = load_model(cfg.model, cfg.input_size)
     original = copy.deepcopy(net)
     graph = graphs.analyse(net, size, keep_residual=cfg.keep_residual)
     if not graph.groups:
@@ -159,13 +167,14 @@ def run(cfg: PruneConfig) -> PruneReport:
         lm.calibrated = True
     full_us = lm.predict(full)
     target_us = cfg.target_ms * 1e3 if cfg.target_ms is not None else cfg.target_ratio * full_us
+    fitness = _fitness(cfg, original, size, lm, prev)
     search_s, budget_us, attempts = 0.0, target_us, []
     for attempt in range(1 + (MAX_RETRIES if clock is not None else 0)):
         problem = lm.problem(values, budget_us)
         if lm.missing:
             _missing(cfg, lm, table)
         t0 = time.perf_counter()
-        result = run_search(cfg.algo, problem, seed=cfg.seed)
+        result = run_search(cfg.algo, problem, seed=cfg.seed, fitness=fitness, **cfg.search_options)
         search_s += time.perf_counter() - t0
         counts = [lm.options[g][i] for g, i in enumerate(result.choice)]
         graph = graphs.analyse(copy.deepcopy(original), size, keep_residual=cfg.keep_residual)
@@ -189,7 +198,8 @@ def run(cfg: PruneConfig) -> PruneReport:
         pruned=_candidate(f"latprof ({cfg.algo})", pruned, size, lm, lm.predict(counts)),
         groups=[{"root": g.root, "channels": g.channels, "options": lm.options[g.index], "kept": k,
                  "convs_out": list(g.out_convs)} for g, k in zip(graph.groups, counts)],
-        search_seconds=search_s, evaluations=result.evaluations, attempts=attempts)
+        search_seconds=search_s, evaluations=result.evaluations, attempts=attempts,
+        fitness=cfg.fitness, fitness_value=result.value)
     report.fits = {g.root: lm.fits.get((t.spec, "c" if t.spec.depthwise else "c_out"))
                    for g in graph.groups for t in lm.terms if t.name == g.root}
     base_nets = []
@@ -203,6 +213,37 @@ def run(cfg: PruneConfig) -> PruneReport:
             cand.measured_ms = ms / 1e3
     report.files = _save(cfg, pruned, size, report)
     return report
+
+
+def load_model(ref: str, input_size=None) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A registry name or file.py:factory (random weights), or a trained model saved with
+    torch.save (`latprof train`, `latprof prune`): a path ending in .pt or .pth."""
+    if ref.endswith((".pt", ".pth")):
+        from latprof.train import load_model as load_saved
+
+        net = load_saved(ref).eval()
+        size = input_size or tuple(getattr(net, "latprof_input_size", None) or (3, 224, 224))
+        return net, tuple(size)
+    return models.load(ref, input_size)
+
+
+def _fitness(cfg: PruneConfig, original: nn.Module, size, lm, prev):
+    """None (the searchers maximise retained importance) or validation accuracy after brief training."""
+    if cfg.fitness == "importance":
+        return None
+    if cfg.fitness != "accuracy":
+        raise LatprofError(f"unknown fitness {cfg.fitness!r}; choose importance or accuracy")
+    if cfg.algo == "dp":
+        raise LatprofError("--fitness accuracy needs a searcher that takes a fitness: --algo evo, abc or ddpg")
+    if not cfg.data:
+        raise LatprofError("--fitness accuracy needs --data SPEC, the data the model was trained on")
+    from latprof import accfit, data as datasets
+
+    splits = datasets.load(cfg.data, seed=cfg.seed, image_size=size[-1])
+    return accfit.accuracy_fitness(
+        original, lambda m: graphs.analyse(m, size, keep_residual=cfg.keep_residual), lm.options, splits,
+        fitness_steps=cfg.fitness_steps, fitness_epochs=cfg.fitness_epochs, seed=cfg.seed,
+        importance=cfg.importance, prev=prev, device=cfg.train_device)
 
 
 def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):

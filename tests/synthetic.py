@@ -31,12 +31,12 @@ def row(spec: ConvSpec, lat: float, flag: bool = False) -> dict:
 
 
 def model_table(path, model: str, batch: int = 1, latency=staircase_us, extra_specs=(), drop_lines=0,
-                every: int = 1, grid: bool = False, meta=None):
+                every: int = 1, grid: bool = False, meta=None, input_size=None):
     """A table of every line of `model` (minus the last `drop_lines` lines), every `every`-th
     count; with `grid`, also the (c_in, c_out) pairs pruning looks up, as a sweep measures them."""
     from latprof import steps
 
-    net, size = models.load(model)
+    net, size = models.load(model, input_size)
     lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
                              backend="cpu", every=every)
     if drop_lines:

@@ -124,3 +124,35 @@ def test_prune_cli_report_json_plot_and_compare(cli, tables, tmp_path):
     assert (tmp_path / "o" / "pruned.ts").exists() and (tmp_path / "o" / "structure.json").exists()
     bad = cli("prune", "vgg16_cifar10", "--table", tables["vgg16_cifar10"])
     assert bad.exit_code == 2 and "exactly one of" in bad.output
+
+
+@pytest.mark.slow
+def test_accuracy_in_the_loop_then_finetune_stays_close(tmp_path):
+    """Train a small CNN on the bundled digits, prune it to 60% of its table latency with evo
+    scoring candidates by validation accuracy after brief training, fine-tune briefly: the
+    pruned model stays within 5 points of the unpruned one on the test split."""
+    from latprof import data
+    from latprof.train import evaluate, eval_loader, train
+
+    splits = data.load("digits", image_size=16)
+    torch.manual_seed(0)
+    net, _ = models.load("small_cifar10")
+    train(net, splits, epochs=4, lr=0.05, lr_step=3, batch_size=64, progress=False, seed=0)
+    net.latprof_input_size = (3, 16, 16)
+    base_acc = evaluate(net, eval_loader(splits.test))
+    assert base_acc >= 0.9
+    torch.save(net, tmp_path / "trained.pt")
+    table = model_table(tmp_path / "t.parquet", "small_cifar10", grid=True, input_size=(3, 16, 16))
+    cfg = pruning.PruneConfig(model=str(tmp_path / "trained.pt"), table=str(table), target_ratio=0.6, algo="evo",
+                              fitness="accuracy", data="digits", fitness_steps=20, measure=False,
+                              out=tmp_path / "out", search_options=dict(population=4, cycles=2, mutations=2,
+                                                                         crossovers=2, parents=2))
+    r = pruning.run(cfg)
+    assert r.pruned.predicted_ms <= r.target_ms + 1e-9
+    assert r.evaluations > 0 and 0.0 < r.fitness_value <= 1.0
+    pruned = torch.load(r.files["model"], weights_only=False)
+    train(pruned, splits, epochs=2, lr=0.01, batch_size=64, progress=False, seed=0)
+    assert evaluate(pruned, eval_loader(splits.test)) >= base_acc - 0.05
+    with pytest.raises(LatprofError, match="evo, abc"):
+        pruning.run(pruning.PruneConfig(model=str(tmp_path / "trained.pt"), table=str(table), target_ratio=0.6,
+                                        fitness="accuracy", data="digits", measure=False, out=tmp_path / "o2"))
