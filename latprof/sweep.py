@@ -139,6 +139,10 @@ def run(cfg: SweepConfig) -> SweepSummary:
                         steps_file)
 
 
+#: Most rounds of grid measurement (each measures the pairs the refined fits ask for).
+GRID_ROUNDS = 4
+
+
 def measure_sparse(profiler, store: TableStore, lines: list[plan.Line], grid: bool):
     """Measure each line with a `SparseLine` sampler (in index space, so grouped lines work),
     all lines' requests measured together in interleaved rounds; then the (c_in, c_out) pairs
@@ -164,12 +168,20 @@ def measure_sparse(profiler, store: TableStore, lines: list[plan.Line], grid: bo
             return total, len(planned)
         for (i, p), spec in zip(wanted, specs):
             samplers[i].feed({p: store.latency(spec)})
-    if grid:
+    # Grid pairs of one shape can land on another shape's line (same size and kernel, c_in equal
+    # to that line's c_in) and refine its fit, which can change its options: repeat until the
+    # grid of the current fits is all measured.
+    for round_ in range(GRID_ROUNDS if grid else 0):
         store.compact()
         index = steps.TableIndex(store.table)
-        pairs = steps.grid_pairs([steps.fit_line(index, line) for line in lines])
+        pairs = [p for p in steps.grid_pairs([steps.fit_line(index, line) for line in lines])
+                 if not store.has(p)]
+        if not pairs:
+            break
         planned.update(pairs)
-        _add(total, profiler.measure(pairs, desc="grid"))
+        _add(total, profiler.measure(pairs, desc=f"grid {round_ + 1}"))
+        if total.left:
+            break
     return total, len(planned)
 
 
