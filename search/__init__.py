@@ -5,7 +5,8 @@ maximising retained importance (or a given fitness) with predicted latency ``<= 
 
 - ``dp``:  exact dynamic programming for chain-structured problems (``dp.py``);
 - ``evo``: LACP-style evolutionary search, any structure (``evo.py``);
-- ``abc``: ABCPruner-style artificial bee colony, any structure (``abc.py``).
+- ``abc``: ABCPruner-style artificial bee colony, any structure (``abc.py``);
+- ``ddpg``: LAP-style layer-by-layer DDPG agent with latency sensitivity from the table (``ddpg.py``).
 
 Importance criteria (``IMPORTANCE`` in ``importance.py``) decide which channels go. They need
 torch, so they are loaded on first use of ``latprof.search.IMPORTANCE`` / ``option_values``;
@@ -24,15 +25,17 @@ from latprof.errors import LatprofError
 
 from .abc import search_abc
 from .common import Fitness, SearchResult
+from .ddpg import search_ddpg
 from .dp import search_dp
 from .evo import search_evo
 from .exhaustive import exhaustive
 from .problem import Problem, Term
 
-SEARCHERS: dict[str, Callable[..., SearchResult]] = {"dp": search_dp, "evo": search_evo, "abc": search_abc}
+SEARCHERS: dict[str, Callable[..., SearchResult]] = {"dp": search_dp, "evo": search_evo, "abc": search_abc,
+                                                     "ddpg": search_ddpg}
 
 __all__ = ["SEARCHERS", "IMPORTANCE", "Problem", "SearchResult", "Term", "exhaustive",
-           "option_values", "run_search", "search_abc", "search_dp", "search_evo"]
+           "option_values", "run_search", "search_abc", "search_ddpg", "search_dp", "search_evo"]
 
 
 def run_search(name: str, problem: Problem, *, seed: int = 0, fitness: Fitness | None = None,

@@ -102,6 +102,41 @@ def acs(weight: Tensor, *, bn: nn.BatchNorm2d | None = None, weight_prev: Tensor
 IMPORTANCE: dict[str, Criterion] = {"l1": l1, "l2": l2, "bn_scale": bn_scale, "fpgm": fpgm, "acs": acs}
 
 
+def acs_regrowth(weight: Tensor, weight_prev: Tensor, keep: int, *, regrow: float = 0.1) -> list[int]:
+    """LAP's filter selection: the ``keep`` filters to keep, by ACS with regrowth (sorted indices).
+
+    Step 1: the ``keep`` filters with the highest ``acs`` score (ties: lower index first).
+    Step 2, regrowth. Our reading of LAP ("filters pruned by mistake can grow back"): ACS looks
+    only at the direction of a filter, so a filter that stopped turning but carries a large
+    weight is dropped by it although the layer's output depends on it. Regrowth re-admits such
+    filters by magnitude: the ``n = round(regrow * keep)`` lowest-ACS kept filters are exchange
+    candidates, and so are the ``n`` dropped filters with the largest L1 norm (current weights).
+    Pairing the largest-L1 dropped filter with the smallest-L1 candidate, and so on, each pair is
+    swapped while the dropped filter's L1 is strictly larger. The kept set's size never changes
+    and a filter only comes back if it beats, on L1, the weakest kept filters ACS ranked last.
+    ``regrow=0`` is plain ACS selection. (LAP's abstract does not spell the rule out; this is
+    the magnitude-based regrowth our brief describes, not a transcription of the paper.)
+    """
+    c_out = _filters(weight).shape[0]
+    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 0 <= keep <= c_out:
+        raise LatprofError(f"keep must be an integer in 0..{c_out} (the layer's filters), got {keep!r}")
+    if isinstance(regrow, bool) or not isinstance(regrow, (int, float)) or not 0.0 <= regrow <= 1.0:
+        raise LatprofError(f"regrow must be a share in [0, 1] of the kept filters, got {regrow!r}")
+    score = acs(weight, weight_prev=weight_prev).numpy().astype(np.float64)
+    by_acs = np.argsort(-score, kind="stable")  # best first, ties by index
+    kept, dropped = list(by_acs[:keep]), list(by_acs[keep:])
+    n = min(int(np.floor(regrow * keep + 0.5)), len(dropped))
+    if n > 0:
+        norm = l1(weight).numpy().astype(np.float64)
+        out = sorted(kept[-n:], key=lambda i: (norm[i], i))  # weakest by ACS, smallest L1 first
+        back = sorted(dropped, key=lambda i: (-norm[i], i))[:n]  # largest L1 first
+        for o, b in zip(out, back):
+            if norm[b] <= norm[o]:
+                break
+            kept[kept.index(o)] = b
+    return sorted(int(i) for i in kept)
+
+
 def option_values(scores: Tensor, options: Sequence[int]) -> np.ndarray:
     """Share of the layer's total importance kept by keeping the top-k channels, for each k.
 

@@ -81,7 +81,7 @@ def test_term_tables_are_private_read_only_copies():
 
 
 def test_registry_names_and_unknown_searcher():
-    assert set(SEARCHERS) == {"dp", "evo", "abc"}
+    assert set(SEARCHERS) == {"dp", "evo", "abc", "ddpg"}
     with pytest.raises(LatprofError) as err:
         run_search("greedy", tiny())
     assert all(name in str(err.value) for name in ("dp", "evo", "abc"))
