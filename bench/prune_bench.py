@@ -92,7 +92,7 @@ def versus(table: str, work: Path, protocol: Protocol) -> dict:
     r = pruning.run(cfg)
     rows = [{"name": c.name, "macs": c.macs, "predicted_ms": c.predicted_ms, "measured_ms": c.measured_ms}
             for c in [r.original, r.pruned] + r.baselines]
-    return {"target_ms": r.target_ms, "target_met": r.met, "candidates": rows}
+    return {"target_ms": r.target_ms, "target_met": r.met, "candidates": rows, "searches": r.attempts}
 
 
 def main() -> int:
@@ -133,6 +133,8 @@ def main() -> int:
                f"{c['predicted_ms'] if c['predicted_ms'] is None else round(c['predicted_ms'], 3)} | "
                f"{c['measured_ms'] if c['measured_ms'] is None else round(c['measured_ms'], 3)} |"
                for c in vs["candidates"]]
+        md += ["", "Closed-loop searches (budget, predicted, measured, ms): " + "; ".join(
+            f"{a['budget_ms']:.2f}, {a['predicted_ms']:.2f}, {a['measured_ms']:.2f}" for a in vs["searches"])]
     md += ["", f"Machine: {json.dumps(report['machine'])}", ""]
     (args.out / f"prune_{slug}.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -20,6 +20,10 @@ from latprof.timing import Clock, Protocol
 
 #: Extra searches when the pruned model, measured on this machine, misses the target.
 MAX_RETRIES = 3
+#: The closed loop accepts a measured latency only this far under the target: two whole-model
+#: measurements of one model on this project's shared CPU differed by up to ~5%, and the final
+#: report measures again.
+MEASURE_MARGIN = 0.03
 
 
 @dataclass
@@ -187,9 +191,9 @@ def run(cfg: PruneConfig) -> PruneReport:
         got = _measure([pruned], size, ctx, here, clock, protocol, table)[0]
         attempts.append({"budget_ms": budget_us / 1e3, "predicted_ms": lm.predict(counts) / 1e3,
                          "measured_ms": got / 1e3})
-        if got <= target_us:
+        if got <= target_us * (1 - MEASURE_MARGIN):
             break
-        budget_us *= min(target_us / got, 0.99)
+        budget_us *= min(target_us * (1 - MEASURE_MARGIN) / got, 0.99)
     report = PruneReport(
         model=cfg.model, device=str(table.device.get("name")), context=asdict(ctx), algo=cfg.algo,
         importance=cfg.importance, target_ms=target_us / 1e3, calibrated=lm.calibrated, scale=lm.scale,
