@@ -318,6 +318,10 @@ def _print_prune(r) -> None:
     click.echo(f"target   {r.target_ms:.3f} ms; latency model {cal}")
     if r.fitness == "accuracy":
         click.echo(f"fitness  validation accuracy after brief training: {r.fitness_value:.3f}")
+    if r.accuracy:
+        click.echo(f"accuracy test: original {r.accuracy['original_test']:.3f}, pruned before fine-tuning "
+                   f"{r.accuracy['pruned_test']:.3f} (fine-tune with `latprof finetune {r.files.get('model', 'MODEL.pt')} "
+                   f"--data ...`)")
     click.echo(f"{'group (root conv)':32s} {'before':>6s} {'after':>6s}  options")
     for g in r.groups:
         click.echo(f"{g['root']:32s} {g['channels']:6d} {g['kept']:6d}  {g['options']}")

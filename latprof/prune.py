@@ -90,6 +90,7 @@ class PruneReport:
     attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
     fitness: str = "importance"
     fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
+    accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
 
     @property
     def met(self) -> bool:
@@ -215,6 +216,12 @@ def run(cfg: PruneConfig) -> PruneReport:
         nets = [original, pruned] + [m for _, m in base_nets]
         for cand, ms in zip(cands, _measure(nets, size, ctx, here, clock, protocol, table)):
             cand.measured_ms = ms / 1e3
+    if cfg.data:  # accuracy before search and of the pruned model before fine-tuning (test split)
+        from latprof import data as datasets
+        from latprof.train import eval_loader, evaluate
+
+        test = eval_loader(datasets.load(cfg.data, seed=cfg.seed, image_size=size[-1]).test)
+        report.accuracy = {"original_test": evaluate(original, test), "pruned_test": evaluate(pruned, test)}
     report.files = _save(cfg, pruned, size, report)
     return report
 

@@ -48,9 +48,21 @@ def choose(graph: Graph, counts: list[int], criterion: str, prev: dict | None = 
     out = {}
     for g, k in zip(graph.groups, counts):
         if k < g.channels:
-            keep = set(keep_indices(group_scores(graph, g, criterion, prev), k))
+            if criterion == "acs" and len(g.out_convs) == 1:   # LAP: ACS selection with regrowth
+                keep = set(_acs_regrowth(graph, g, k, prev))
+            else:
+                keep = set(keep_indices(group_scores(graph, g, criterion, prev), k))
             out[g.index] = [i for i in range(g.channels) if i not in keep]
     return out
+
+
+def _acs_regrowth(graph: Graph, group: Group, keep: int, prev: dict | None) -> list[int]:
+    from latprof.search.importance import acs_regrowth
+
+    name = group.out_convs[0]
+    if prev is None or name + ".weight" not in prev:
+        raise LatprofError("--importance acs needs the earlier checkpoint: --weights-prev FILE")
+    return acs_regrowth(graph.modules[name].weight.detach(), prev[name + ".weight"], keep)
 
 
 def prune(graph: Graph, removal: dict[int, list[int]]) -> nn.Module:

@@ -126,33 +126,61 @@ def test_prune_cli_report_json_plot_and_compare(cli, tables, tmp_path):
     assert bad.exit_code == 2 and "exactly one of" in bad.output
 
 
-@pytest.mark.slow
-def test_accuracy_in_the_loop_then_finetune_stays_close(tmp_path):
-    """Train a small CNN on the bundled digits, prune it to 60% of its table latency with evo
-    scoring candidates by validation accuracy after brief training, fine-tune briefly: the
-    pruned model stays within 5 points of the unpruned one on the test split."""
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    """small_cifar10 trained on the bundled digits at 16x16, saved, with a synthetic table."""
     from latprof import data
     from latprof.train import evaluate, eval_loader, train
 
+    root = tmp_path_factory.mktemp("acc")
     splits = data.load("digits", image_size=16)
     torch.manual_seed(0)
     net, _ = models.load("small_cifar10")
     train(net, splits, epochs=4, lr=0.05, lr_step=3, batch_size=64, progress=False, seed=0)
     net.latprof_input_size = (3, 16, 16)
-    base_acc = evaluate(net, eval_loader(splits.test))
+    torch.save(net, root / "trained.pt")
+    table = model_table(root / "t.parquet", "small_cifar10", grid=True, input_size=(3, 16, 16))
+    return root / "trained.pt", table, splits, evaluate(net, eval_loader(splits.test))
+
+
+SMALL_BUDGETS = {"evo": dict(population=4, cycles=2, mutations=2, crossovers=2, parents=2),
+                 "abc": dict(sources=3, cycles=2), "ddpg": dict(episodes=6, warmup=3, updates=2)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", list(SMALL_BUDGETS))
+def test_accuracy_in_the_loop_then_finetune_stays_close(trained_digits, tmp_path, algo):
+    """Prune the trained CNN to 60% of its table latency, each candidate scored by validation
+    accuracy after brief training, fine-tune briefly: the pruned model stays within 5 points
+    of the unpruned one on the test split."""
+    from latprof.train import evaluate, eval_loader, train
+
+    model, table, splits, base_acc = trained_digits
     assert base_acc >= 0.9
-    torch.save(net, tmp_path / "trained.pt")
-    table = model_table(tmp_path / "t.parquet", "small_cifar10", grid=True, input_size=(3, 16, 16))
-    cfg = pruning.PruneConfig(model=str(tmp_path / "trained.pt"), table=str(table), target_ratio=0.6, algo="evo",
+    cfg = pruning.PruneConfig(model=str(model), table=str(table), target_ratio=0.6, algo=algo,
                               fitness="accuracy", data="digits", fitness_steps=20, measure=False,
-                              out=tmp_path / "out", search_options=dict(population=4, cycles=2, mutations=2,
-                                                                         crossovers=2, parents=2))
+                              out=tmp_path / "out", search_options=SMALL_BUDGETS[algo])
     r = pruning.run(cfg)
     assert r.pruned.predicted_ms <= r.target_ms + 1e-9
     assert r.evaluations > 0 and 0.0 < r.fitness_value <= 1.0
+    assert r.accuracy["original_test"] == pytest.approx(base_acc)
     pruned = torch.load(r.files["model"], weights_only=False)
     train(pruned, splits, epochs=2, lr=0.01, batch_size=64, progress=False, seed=0)
     assert evaluate(pruned, eval_loader(splits.test)) >= base_acc - 0.05
+
+
+def test_accuracy_fitness_needs_a_searcher_that_takes_one(trained_digits, tmp_path):
+    model, table, _, _ = trained_digits
     with pytest.raises(LatprofError, match="evo, abc"):
-        pruning.run(pruning.PruneConfig(model=str(tmp_path / "trained.pt"), table=str(table), target_ratio=0.6,
+        pruning.run(pruning.PruneConfig(model=str(model), table=str(table), target_ratio=0.6,
                                         fitness="accuracy", data="digits", measure=False, out=tmp_path / "o2"))
+
+
+def test_acs_importance_selects_with_regrowth_from_two_checkpoints(tables, tmp_path):
+    net, _ = models.load("vgg16_cifar10")
+    prev = {k: v + 0.01 * torch.randn_like(v) for k, v in net.state_dict().items() if k.endswith("weight")}
+    torch.save(prev, tmp_path / "prev.pt")
+    r = pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, importance="acs", weights_prev=tmp_path / "prev.pt"))
+    assert r.pruned.predicted_ms <= r.target_ms + 1e-9
+    with pytest.raises(LatprofError, match="--weights-prev"):
+        pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, importance="acs"))
