@@ -14,7 +14,6 @@ reduced from the papers' (stated in the output) so the benchmark runs in minutes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from common import write_results
 
 from latprof import data, models, prune as pruning, sweep, table as tbl
 from latprof.timing import Protocol
@@ -76,9 +77,7 @@ def main() -> int:
                           "platform": platform.platform()},
               "when": tbl.now_iso(), "train_seconds": round(train_s, 1), "unpruned_test_acc": base_acc,
               "fitness_steps": args.fitness_steps, "finetune_epochs": args.finetune_epochs, "results": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
     slug = meta["device"]["slug"]
-    (args.out / f"accuracy_{slug}.json").write_text(json.dumps(report, indent=1) + "\n")
     md = [f"# Proxy vs accuracy-driven search on digits ({report['when']})", "",
           f"Command: `{report['command']}`", "",
           f"small_cifar10 at 16x16, trained 4 epochs: unpruned test accuracy {base_acc:.3f}. Target: 60% of the "
@@ -90,9 +89,7 @@ def main() -> int:
         md.append(f"| {r['algo']} | {r['fitness']} | {r['budget'] or 'exact'} | {r['search_s']} | {r['evaluations']} | "
                   f"{r['predicted_ms']:.3f} ({r['target_ms']:.3f}) | {r['macs'] / 1e6:.2f} | "
                   f"{r['test_acc_pruned']:.3f} | {r['test_acc_finetuned']:.3f} |")
-    md += ["", f"Machine: {json.dumps(report['machine'])}", ""]
-    (args.out / f"accuracy_{slug}.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_results(args.out, f"accuracy_{slug}", report, md)
     return 0
 
 

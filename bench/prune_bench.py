@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import shlex
 import sys
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import write_results
 
 from latprof import env, graph as graphs, latmodel, models, prune as pruning, steps, surgery, sweep, table as tbl
 from latprof.device import cpu_device
@@ -112,9 +113,7 @@ def main() -> int:
               "machine": {"cpu": cpu_device().name, "threads": env.cpu_threads(), "platform": platform.platform()},
               "when": tbl.now_iso(), "protocol": "quick" if args.quick else "full",
               "accuracy": acc, "search_resnet50": times, "versus": vs}
-    args.out.mkdir(parents=True, exist_ok=True)
     slug = cpu_device().slug
-    (args.out / f"prune_{slug}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     md = [f"# Pruning benchmark on {report['machine']['cpu']} ({report['when']})", "",
           f"Command: `{report['command']}` ({report['protocol']} protocol)", "",
           "## Predicted vs measured whole-model latency (held-out random configurations)", "",
@@ -135,9 +134,7 @@ def main() -> int:
                for c in vs["candidates"]]
         md += ["", "Closed-loop searches (budget, predicted, measured, ms): " + "; ".join(
             f"{a['budget_ms']:.2f}, {a['predicted_ms']:.2f}, {a['measured_ms']:.2f}" for a in vs["searches"])]
-    md += ["", f"Machine: {json.dumps(report['machine'])}", ""]
-    (args.out / f"prune_{slug}.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_results(args.out, f"prune_{slug}", report, md)
     return 0
 
 

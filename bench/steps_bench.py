@@ -14,12 +14,13 @@ a rerun with the same DIR measures nothing new (sweeps resume) and recomputes th
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
 import tempfile
 from pathlib import Path
+
+from common import write_results
 
 from latprof import models, plan, steps, sweep, table as tbl
 from latprof.sparse import SparseLine
@@ -97,9 +98,7 @@ def main() -> int:
         "when": tbl.now_iso(),
         "models": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     slug = meta["device"]["slug"]
-    (args.out / f"steps_{slug}.json").write_text(json.dumps(report, indent=1) + "\n")
     md = [f"# Sparse vs dense sweeps on {report['machine']['cpu']} ({report['when']})", "",
           f"Command: `{report['command']}` ({report['protocol']} protocol; lines only, no grid)", "",
           "| model | batch | lines | dense measurements | sparse measurements | share | dense edges | "
@@ -111,10 +110,8 @@ def main() -> int:
                   f"{r['replay_recall']:.1%} |")
     md += ["", "replay = the sparse sampler run on the dense sweep's own measurements (no second sweep)."]
     md += ["", "Sweep times (s; None when --work tables were reused): " + ", ".join(f"{r['model']} sparse {r['sparse']['seconds']}, dense "
-                                                 f"{r['dense']['seconds']}" for r in results),
-           "", f"Machine: {json.dumps(report['machine'])}", ""]
-    (args.out / f"steps_{slug}.md").write_text("\n".join(md))
-    print("\n".join(md))
+                                                 f"{r['dense']['seconds']}" for r in results)]
+    write_results(args.out, f"steps_{slug}", report, md)
     return 0
 
 

@@ -10,7 +10,6 @@ under --out, with the machine info and the command that reproduces them.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import write_results
 
 from latprof import sweep, table as tbl
 from latprof.spec import KEY_FIELDS
@@ -74,9 +75,7 @@ def main() -> int:
         "resweep_rel_diff_norm": {"median": float(np.median(norm)), "p90": float(np.quantile(norm, 0.9))},
         "when": tbl.now_iso(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     slug = a.meta["device"]["slug"]
-    (args.out / f"sweep_{slug}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Sweep benchmark on {result['machine']['cpu']} ({result['when']})", "",
           f"Command: `{result['command']}`", "",
           f"Workload: {result['workload']}; {result['shapes']} shapes, swept twice {args.gap:.0f} s apart.", "",
@@ -90,10 +89,8 @@ def main() -> int:
           f"| re-sweep relative difference, raw: median / p90 | {result['resweep_rel_diff_raw']['median']:.3f} / "
           f"{result['resweep_rel_diff_raw']['p90']:.3f} |",
           f"| re-sweep relative difference, normalised: median / p90 | "
-          f"{result['resweep_rel_diff_norm']['median']:.3f} / {result['resweep_rel_diff_norm']['p90']:.3f} |",
-          "", f"Machine: {json.dumps(result['machine'])}", ""]
-    (args.out / f"sweep_{slug}.md").write_text("\n".join(md))
-    print("\n".join(md))
+          f"{result['resweep_rel_diff_norm']['median']:.3f} / {result['resweep_rel_diff_norm']['p90']:.3f} |"]
+    write_results(args.out, f"sweep_{slug}", result, md)
     return 0
 
 

@@ -52,7 +52,7 @@ def model_coverage(t: LatencyTable, model: str, batch: int | None) -> str:
         lines = plan.model_lines(layers, batch=combo.batch, dtype=combo.dtype, layout=combo.layout,
                                  backend=combo.backend, tile=combo.tile)
         specs = {s for line in lines for s in line.specs()}
-        have = sum(tuple(s.to_row().values()) in keys for s in specs)
+        have = sum(s.key() in keys for s in specs)
         out.append(f"  batch {combo.batch} {combo.dtype} {combo.layout} {combo.backend}: "
                    f"{have}/{len(specs)} shapes ({have / max(len(specs), 1):.0%})")
     return "\n".join(out)

@@ -82,6 +82,10 @@ class ConvSpec:
     def to_row(self) -> dict:
         return dataclasses.asdict(self)
 
+    def key(self) -> tuple:
+        """The table's unique key for this spec: every field, in `KEY_FIELDS` order."""
+        return dataclasses.astuple(self)
+
     @classmethod
     def from_row(cls, row) -> "ConvSpec":
         return cls(**{f.name: _py(row[f.name]) for f in dataclasses.fields(cls)})

@@ -73,7 +73,7 @@ class TableIndex:
         self.values = dict(zip(keys, zip(df["latency_norm_us_p50"].astype(float), flags)))
 
     def get(self, spec: ConvSpec):
-        return self.values.get(tuple(spec.to_row().values()))
+        return self.values.get(spec.key())
 
 
 def fit_line(index: TableIndex, line: plan.Line) -> LineFit:

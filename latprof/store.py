@@ -96,11 +96,11 @@ class TableStore:
             self.table.meta["reference"] = {"workload": label, "baseline_us": baseline_us}
 
     def has(self, spec: ConvSpec) -> bool:
-        return _key(spec) in self._values_cache()
+        return spec.key() in self._values_cache()
 
     def latency(self, spec: ConvSpec) -> float | None:
         """Drift-normalised median latency (us) of a measured spec, None if not measured."""
-        return self._values_cache().get(_key(spec))
+        return self._values_cache().get(spec.key())
 
     def _values_cache(self) -> dict[tuple, float]:
         if self._values is None:
@@ -155,7 +155,3 @@ def check_same_device(found: dict, wanted: dict, path) -> None:
         raise LatprofError(f"{path} holds measurements of {a.get('name')!r} but this sweep runs on "
                            f"{b.get('name')!r}; write to another file with --out")
 
-
-def _key(spec: ConvSpec) -> tuple:
-    row = spec.to_row()
-    return tuple(row[k] for k in KEY_FIELDS)
