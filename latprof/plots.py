@@ -22,17 +22,20 @@ def wave_staircase(path: Path, title: str, channels, costs, edges, current: int,
 
 
 def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predicted_edges=()) -> Path:
-    """Measured points of one line (flagged ones hollow), fitted plateaus, efficient counts,
-    the layer's own count, and (optionally) the wave model's predicted edges."""
+    """Measured points of one line (noisy ones hollow, excluded ones crossed), fitted
+    plateaus, efficient counts, the layer's own count, and (optionally) the wave model's
+    predicted edges."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
-    ch, lat, fl = list(fit.channels), list(fit.latency_us), list(fit.flagged)
-    ax.scatter([c for c, f in zip(ch, fl) if not f], [v for v, f in zip(lat, fl) if not f], s=10,
-               color="tab:blue", label="measured (drift-normalised median)", zorder=3)
-    if any(fl):
-        ax.scatter([c for c, f in zip(ch, fl) if f], [v for v, f in zip(lat, fl) if f], s=12,
-                   facecolors="none", edgecolors="tab:blue", label="flagged noisy", zorder=3)
+    kinds = [("excluded" if x else "noisy" if n else "ok") for x, n in zip(fit.excluded, fit.noisy)]
+    styles = {"ok": dict(color="tab:blue", label="measured (drift-normalised median)"),
+              "noisy": dict(facecolors="none", edgecolors="tab:blue", label="flagged noisy (fitted)"),
+              "excluded": dict(marker="x", color="tab:gray", label="excluded from the fit (throttled)")}
+    for kind, style in styles.items():
+        pts = [(c, v) for c, v, k in zip(fit.channels, fit.latency_us, kinds) if k == kind]
+        if pts:
+            ax.scatter(*zip(*pts), s=11, zorder=3, **style)
     if fit.fit is not None:
         for i, seg in enumerate(fit.fit.segments):
             ax.hlines(seg.level, seg.start - 0.5, seg.end + 0.5, color="tab:green", lw=2,

@@ -2,8 +2,9 @@
 
 A *line* (see `plan.py`) is read from the raw table by its specs; whatever counts were
 measured (dense, sparse or coarse) are fitted with `stepfit.fit_steps` on the
-drift-normalised medians, noisy rows flagged. A line with fewer than two measured counts,
-or without its full count, is *missing*: the caller reports it and how to measure it.
+drift-normalised medians (which flagged rows take part: see `TableIndex`). A line with
+fewer than two measured counts, or without its full count, is *missing*: the caller
+reports it and how to measure it.
 
 Step tables (`<raw>.steps.parquet`) hold one row per fitted segment per line, with the
 line's key, and record the raw table's content hash they were fitted from.
@@ -38,7 +39,8 @@ class LineFit:
     line: plan.Line
     channels: tuple[int, ...]       # measured counts on the line, ascending
     latency_us: tuple[float, ...]   # drift-normalised medians
-    flagged: tuple[bool, ...]
+    excluded: tuple[bool, ...]      # left out of the fit (see TableIndex)
+    noisy: tuple[bool, ...]         # flag_noisy rows (fitted unless excluded)
     fit: StepFit | None             # None when the line is missing
 
     @property
@@ -59,18 +61,24 @@ class LineFit:
 
 
 class TableIndex:
-    """Key -> (latency_norm_us_p50, flagged) for one raw table.
+    """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy) for one raw table.
 
-    Flagged for the fit: rows whose median is uncertain (`flag_noisy`) or measured on a
-    throttling GPU. Rows flagged `flag_drift` are kept: the drift is what their normalised
-    latency corrects (on this project's CPUs over half the rows see the machine's speed move
-    by more than 10% while they are sampled; dropping them would drop most of a sweep)."""
+    Excluded from the fit: rows measured on a throttling GPU, and with ``drop_noisy`` rows
+    flagged `flag_noisy` too. By default noisy rows (median still uncertain when the
+    protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
+    normalised latency is what corrects the drift): the fitter pools every plateau's
+    points, so one uncertain median costs little, while a hole in a line costs an edge.
+    On this project's CPU a third to a half of the rows of a quick-protocol sweep are
+    flagged noisy, wherever the machine was busy, edge probes of a sparse sweep included;
+    `bench/steps_bench.py` measures edge recall both ways (its "noisy dropped" columns).
+    The noisy flag stays in the table, the step reports and the plots."""
 
-    def __init__(self, table: LatencyTable):
+    def __init__(self, table: LatencyTable, drop_noisy: bool = False):
         df = table.df
         keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
-        flags = (df["flag_noisy"] | df["flag_throttled"]).to_numpy()
-        self.values = dict(zip(keys, zip(df["latency_norm_us_p50"].astype(float), flags)))
+        noisy = df["flag_noisy"].to_numpy(dtype=bool)
+        excluded = df["flag_throttled"].to_numpy(dtype=bool) | (noisy & drop_noisy)
+        self.values = dict(zip(keys, zip(df["latency_norm_us_p50"].astype(float), excluded, noisy)))
 
     def get(self, spec: ConvSpec):
         return self.values.get(spec.key())
@@ -81,14 +89,15 @@ def fit_line(index: TableIndex, line: plan.Line) -> LineFit:
     got = [(c, v) for c, v in got if v is not None]
     channels = tuple(c for c, _ in got)
     lat = tuple(v[0] for _, v in got)
-    flagged = tuple(bool(v[1]) for _, v in got)
+    excluded = tuple(bool(v[1]) for _, v in got)
+    noisy = tuple(bool(v[2]) for _, v in got)
     if len(channels) < 2 or channels[-1] != line.full:
-        return LineFit(line, channels, lat, flagged, None)
-    flags = np.array(flagged)
-    if flags.all():  # every point noisy: fit them anyway rather than report nothing
+        return LineFit(line, channels, lat, excluded, noisy, None)
+    flags = np.array(excluded)
+    if flags.all():  # every point excluded: fit them anyway rather than report nothing
         flags[:] = False
     fit = fit_steps(channels, lat, flagged=flags, noise_rel=FIT_NOISE_REL)
-    return LineFit(line, channels, lat, flagged, fit)
+    return LineFit(line, channels, lat, excluded, noisy, fit)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,23 @@ def test_edges_and_efficient_counts_of_a_known_staircase(resnet20):
     assert first.out.fit.edges == () and first.out.fit.efficient == (16,)
 
 
+def test_noisy_rows_are_fitted_throttled_rows_are_not(resnet20):
+    t = tbl.read(resnet20)
+    line = next(x for x in st.model_steps(t, "resnet20_cifar10", st.context(t))
+                if x.spec.c_out == 64 and x.spec.c_in == 64).out.line
+    keys = {line.spec_at(c).key(): c for c in range(1, 65)}
+    at = t.df.apply(lambda r: keys.get(tuple(r[k] for k in st.KEY_FIELDS)), axis=1)
+    t.df.loc[at.isin([17, 33]), "flag_noisy"] = True          # the first count of two new levels
+    t.df.loc[at == 40, ["flag_throttled", "latency_norm_us_p50"]] = [True, 1e6]
+    fit = st.fit_line(st.TableIndex(t), line)
+    assert fit.fit.edges == (17, 33, 49)                        # noisy rows place their edges
+    assert fit.fit.flagged == (40,) and fit.excluded[fit.channels.index(40)]
+    assert [c for c, n in zip(fit.channels, fit.noisy) if n] == [17, 33]
+    dropped = st.fit_line(st.TableIndex(t, drop_noisy=True), line)
+    assert dropped.fit.edges == (18, 34, 49)                    # holes at 17, 33: edge known to +-1
+    assert dropped.fit.flagged == (17, 33, 40)
+
+
 def test_layer_frame_savings(resnet20):
     t = tbl.read(resnet20)
     frame = st.layer_frame(st.model_steps(t, "resnet20_cifar10", st.context(t)))
