@@ -42,6 +42,9 @@ MODELS = {"vgg16_cifar10": 8, "resnet18": 1}
 SWEEPS = ("sparse", "dense", "dense2")
 #: Step-size bins (relative level change at the edge) for the recall breakdown.
 STEP_BINS = (0.0, 0.05, 0.10, 0.20, math.inf)
+#: SparseLine settings replayed on the dense data with --tune (the first is latprof's default).
+SAMPLER_VARIANTS = ({}, {"z": 1.5}, {"z": 3.0}, {"coarse": 8}, {"coarse": 24}, {"coarse": 32}, {"verify": 0},
+                    {"align": 16}, {"align": None}, {"coarse": 32, "verify": 0})
 
 
 def bin_label(i: int) -> str:
@@ -70,9 +73,7 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol) -> dict:
             timing.write_text(json.dumps({"seconds": round(s.seconds, 1), "measured": s.measured}))
         seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
         out[mode] = {"measured": rows, "seconds": seconds}
-    net, size = models.load(model)
-    lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
-                             backend="cpu")
+    lines = model_lines(model, batch)
     tables = {mode: tbl.read(work / f"{model}_{mode}.parquet") for mode in SWEEPS}
     fitted = compare(lines, {m: steps.TableIndex(t) for m, t in tables.items()}, replay=True)
     dropped = compare(lines, {m: steps.TableIndex(t, drop_noisy=True) for m, t in tables.items()}, replay=False)
@@ -82,7 +83,6 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol) -> dict:
         "measurement_share": out["sparse"]["measured"] / dense_n,
         "noisy_share": {m: float(t.df["flag_noisy"].mean()) for m, t in tables.items()},
         **fitted,
-        "replay_share": fitted.pop("replay_points") / dense_n,
         "noisy_dropped": {k: dropped[k] for k in ("dense_edges", "edge_recall", "dense2_recall", "confirmed_edges",
                                                   "sparse_recall_confirmed")},
     })
@@ -97,7 +97,7 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
     kinds = ("sparse", "dense2", "replay") if replay else ("sparse", "dense2")
     found = {k: 0 for k in kinds}
     by_bin = {k: [0] * (len(STEP_BINS) - 1) for k in (*kinds, "edges")}
-    dense_edges = replay_points = confirmed = 0
+    dense_edges = replay_points = line_points = confirmed = 0
     found_confirmed = {k: 0 for k in kinds if k != "dense2"}
     per_line = []
     for line in lines:
@@ -105,7 +105,7 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
         others = {"sparse": s.fit.edges, "dense2": d2.fit.edges}
         if replay:
             n, others["replay"] = replay_edges(d)
-            replay_points += n
+            replay_points, line_points = replay_points + n, line_points + len(d.channels)
         for edge, step in edge_steps(d.fit):
             b = next(i for i in range(len(STEP_BINS) - 1) if step < STEP_BINS[i + 1])
             dense_edges += 1
@@ -128,21 +128,50 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
            "recall_by_step": {bin_label(i): {"edges": by_bin["edges"][i], **{k: by_bin[k][i] for k in kinds}}
                               for i in range(len(STEP_BINS) - 1)},
            "per_line": per_line}
-    if replay:
-        out["replay_points"] = replay_points
+    if replay:  # a count shared by two lines is a point of each (table rows count it once)
+        out["replay_share"] = replay_points / line_points
     return out
 
 
-def replay_edges(dense: steps.LineFit) -> tuple[int, tuple[int, ...]]:
+def replay_edges(dense: steps.LineFit, **sampler_kw) -> tuple[int, tuple[int, ...]]:
     """Run the sparse sampler against a dense line's own measurements: (points used, edges found)."""
     value = dict(zip(dense.channels, dense.latency_us))
-    sampler = SparseLine(1, len(dense.channels), noise_rel=steps.FIT_NOISE_REL)
+    sampler = SparseLine(1, len(dense.channels), noise_rel=steps.FIT_NOISE_REL, **sampler_kw)
     while points := sampler.next_points():
         sampler.feed({p: value[dense.channels[p - 1]] for p in points})
     got = sampler.measured
     chans = [dense.channels[p - 1] for p in sorted(got)]
     fit = fit_steps(chans, [got[p] for p in sorted(got)], noise_rel=steps.FIT_NOISE_REL)
     return len(got), fit.edges
+
+
+def tune(model: str, batch: int, work: Path) -> list[dict]:
+    """Replay each of SAMPLER_VARIANTS on the first dense sweep: points, recall, precision."""
+    lines = model_lines(model, batch)
+    fits = [(steps.fit_line(i1, line), steps.fit_line(i2, line)) for i1, i2 in
+            [tuple(steps.TableIndex(tbl.read(work / f"{model}_{m}.parquet")) for m in ("dense", "dense2"))]
+            for line in lines]
+    rows = []
+    for kw in SAMPLER_VARIANTS:
+        points = dense_points = edges = hits = confirmed = hits_confirmed = found = false = 0
+        for d, d2 in fits:
+            n, got = replay_edges(d, **kw)
+            points, dense_points = points + n, dense_points + len(d.channels)
+            found += len(got)
+            false += sum(not recovered(e, d.fit.edges) for e in got)
+            for e in d.fit.edges:
+                hit, sure = recovered(e, got), recovered(e, d2.fit.edges)
+                edges, hits, confirmed, hits_confirmed = edges + 1, hits + hit, confirmed + sure, hits_confirmed + (
+                    hit and sure)
+        rows.append({"sampler": kw, "share": points / dense_points, "recall": hits / edges,
+                     "recall_confirmed": hits_confirmed / confirmed, "precision": 1 - false / max(found, 1)})
+    return rows
+
+
+def model_lines(model: str, batch: int) -> list[plan.Line]:
+    net, size = models.load(model)
+    return plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
+                            backend="cpu")
 
 
 def pct(n: int, d: int) -> str:
@@ -188,6 +217,15 @@ def markdown(report: dict) -> list[str]:
             n = b["edges"]
             cells.append(f"{n} edges: {pct(b['sparse'], n)} / {pct(b['dense2'], n)} / {pct(b['replay'], n)}")
         md.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    if "sampler_variants" in res[0]:
+        md += ["", "Sampler settings replayed on the first dense sweep (--tune): share of its points / recall of "
+               "its edges / recall of the confirmed edges / precision:", "",
+               "| sampler | " + " | ".join(r["model"] for r in res) + " |", "|---|" + "---|" * len(res)]
+        for i, v in enumerate(res[0]["sampler_variants"]):
+            cells = [r["sampler_variants"][i] for r in res]
+            md.append(f"| {json.dumps(v['sampler']) if v['sampler'] else 'default'} | " + " | ".join(
+                f"{c['share']:.1%} / {c['recall']:.0%} / {c['recall_confirmed']:.0%} / {c['precision']:.0%}"
+                for c in cells) + " |")
     md += ["", "dense re-sweep = a second dense sweep with the same protocol, minutes later: the ceiling for "
            "any sweep's agreement with one noisy dense sweep.",
            "replay = the sparse sampler run on the dense sweep's own measurements (no new measurement).", "",
@@ -202,10 +240,13 @@ def main() -> int:
     ap.add_argument("--full-protocol", action="store_true", help="the default protocol instead of --quick's")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--work", type=Path, help="keep (and reuse) the sweep tables here")
+    ap.add_argument("--tune", action="store_true", help="also replay SAMPLER_VARIANTS on the dense data")
     args = ap.parse_args()
     protocol = Protocol() if args.full_protocol else Protocol.quick()
     work = args.work or Path(tempfile.mkdtemp(prefix="latprof-steps-bench-"))
     results = [run_model(m, MODELS.get(m, 1), work, protocol) for m in args.models.split(",")]
+    for r in results if args.tune else ():
+        r["sampler_variants"] = tune(r["model"], r["batch"], work)
     meta = tbl.read(work / f"{results[0]['model']}_dense.parquet").meta
     report = {
         "command": "python bench/steps_bench.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
