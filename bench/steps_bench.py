@@ -147,24 +147,27 @@ def replay_edges(dense: steps.LineFit, **sampler_kw) -> tuple[int, tuple[int, ..
 
 def tune(model: str, batch: int, work: Path) -> list[dict]:
     """Replay each of SAMPLER_VARIANTS on the first dense sweep: points, recall, precision."""
-    lines = model_lines(model, batch)
-    fits = [(steps.fit_line(i1, line), steps.fit_line(i2, line)) for i1, i2 in
-            [tuple(steps.TableIndex(tbl.read(work / f"{model}_{m}.parquet")) for m in ("dense", "dense2"))]
-            for line in lines]
+    first, second = (steps.TableIndex(tbl.read(work / f"{model}_{m}.parquet")) for m in ("dense", "dense2"))
+    fits = [(steps.fit_line(first, line), steps.fit_line(second, line)) for line in model_lines(model, batch)]
     rows = []
     for kw in SAMPLER_VARIANTS:
-        points = dense_points = edges = hits = confirmed = hits_confirmed = found = false = 0
+        n = {"points": 0, "dense_points": 0, "edges": 0, "hits": 0, "confirmed": 0, "hits_confirmed": 0,
+             "found": 0, "false": 0}
         for d, d2 in fits:
-            n, got = replay_edges(d, **kw)
-            points, dense_points = points + n, dense_points + len(d.channels)
-            found += len(got)
-            false += sum(not recovered(e, d.fit.edges) for e in got)
+            points, got = replay_edges(d, **kw)
+            n["points"] += points
+            n["dense_points"] += len(d.channels)
+            n["found"] += len(got)
+            n["false"] += sum(not recovered(e, d.fit.edges) for e in got)
             for e in d.fit.edges:
                 hit, sure = recovered(e, got), recovered(e, d2.fit.edges)
-                edges, hits, confirmed, hits_confirmed = edges + 1, hits + hit, confirmed + sure, hits_confirmed + (
-                    hit and sure)
-        rows.append({"sampler": kw, "share": points / dense_points, "recall": hits / edges,
-                     "recall_confirmed": hits_confirmed / confirmed, "precision": 1 - false / max(found, 1)})
+                n["edges"] += 1
+                n["hits"] += hit
+                n["confirmed"] += sure
+                n["hits_confirmed"] += hit and sure
+        rows.append({"sampler": kw, "share": n["points"] / n["dense_points"], "recall": n["hits"] / n["edges"],
+                     "recall_confirmed": n["hits_confirmed"] / n["confirmed"],
+                     "precision": 1 - n["false"] / max(n["found"], 1)})
     return rows
 
 

@@ -68,10 +68,10 @@ class TableIndex:
     protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
     normalised latency is what corrects the drift): the fitter pools every plateau's
     points, so one uncertain median costs little, while a hole in a line costs an edge.
-    On this project's CPU a third to a half of the rows of a quick-protocol sweep are
+    On this project's CPU a fifth to a half of the rows of a quick-protocol sweep end
     flagged noisy, wherever the machine was busy, edge probes of a sparse sweep included;
-    `bench/steps_bench.py` measures edge recall both ways (its "noisy dropped" columns).
-    The noisy flag stays in the table, the step reports and the plots."""
+    `bench/steps_bench.py` measures edge recall both ways (its "noisy dropped" table).
+    The noisy flag stays in the table and in the plots (hollow points)."""
 
     def __init__(self, table: LatencyTable, drop_noisy: bool = False):
         df = table.df
