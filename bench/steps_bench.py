@@ -61,11 +61,13 @@ def recovered(edge: int, other: tuple[int, ...]) -> bool:
     return any(abs(edge - f) <= 1 for f in other)
 
 
-def run_model(model: str, batch: int, work: Path, protocol: Protocol) -> dict:
+def run_model(model: str, batch: int, work: Path, protocol: Protocol, sparse_full: bool = False) -> dict:
     out = {}
-    for mode in SWEEPS:
-        cfg = sweep.SweepConfig(model=model, batches=(batch,), dense=mode != "sparse", measure_grid=False,
-                                out=work / f"{model}_{mode}.parquet", protocol=protocol, progress=True)
+    modes = SWEEPS + (("sparse_full",) if sparse_full else ())
+    for mode in modes:
+        cfg = sweep.SweepConfig(model=model, batches=(batch,), dense=mode.startswith("dense"), measure_grid=False,
+                                out=work / f"{model}_{mode}.parquet", progress=True,
+                                protocol=Protocol() if mode == "sparse_full" else protocol)
         s = sweep.run(cfg)
         rows = len(tbl.read(cfg.out).df)
         timing = cfg.out.with_suffix(".seconds.json")  # the sweep's time, kept for reruns on --work
@@ -74,7 +76,7 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol) -> dict:
         seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
         out[mode] = {"measured": rows, "seconds": seconds}
     lines = model_lines(model, batch)
-    tables = {mode: tbl.read(work / f"{model}_{mode}.parquet") for mode in SWEEPS}
+    tables = {mode: tbl.read(work / f"{model}_{mode}.parquet") for mode in modes}
     fitted = compare(lines, {m: steps.TableIndex(t) for m, t in tables.items()}, replay=True)
     dropped = compare(lines, {m: steps.TableIndex(t, drop_noisy=True) for m, t in tables.items()}, replay=False)
     dense_n = out["dense"]["measured"]
@@ -82,6 +84,7 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol) -> dict:
         "model": model, "batch": batch, "lines": len(lines),
         "measurement_share": out["sparse"]["measured"] / dense_n,
         "noisy_share": {m: float(t.df["flag_noisy"].mean()) for m, t in tables.items()},
+        **({"sparse_full_share": out["sparse_full"]["measured"] / dense_n} if sparse_full else {}),
         **fitted,
         "noisy_dropped": {k: dropped[k] for k in ("dense_edges", "edge_recall", "dense2_recall", "confirmed_edges",
                                                   "sparse_recall_confirmed")},
@@ -94,7 +97,7 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol) -> dict:
 def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
     """Edge recall of the sparse sweep, the dense re-sweep and (optionally) the replay against
     the first dense sweep's fit, with every line read through the given table indexes."""
-    kinds = ("sparse", "dense2", "replay") if replay else ("sparse", "dense2")
+    kinds = ("sparse", "dense2", *(["replay"] if replay else []), *(["sparse_full"] if "sparse_full" in idx else []))
     found = {k: 0 for k in kinds}
     by_bin = {k: [0] * (len(STEP_BINS) - 1) for k in (*kinds, "edges")}
     dense_edges = replay_points = line_points = confirmed = 0
@@ -103,6 +106,8 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
     for line in lines:
         s, d, d2 = (steps.fit_line(idx[m], line) for m in SWEEPS)
         others = {"sparse": s.fit.edges, "dense2": d2.fit.edges}
+        if "sparse_full" in idx:
+            others["sparse_full"] = steps.fit_line(idx["sparse_full"], line).fit.edges
         if replay:
             n, others["replay"] = replay_edges(d)
             replay_points, line_points = replay_points + n, line_points + len(d.channels)
@@ -202,6 +207,14 @@ def markdown(report: dict) -> list[str]:
     for r in res:
         md.append(f"| {r['model']} | {r['confirmed_edges']} | {r['sparse_recall_confirmed']:.0%} | "
                   f"{r['replay_recall_confirmed']:.0%} |")
+    if "sparse_full" in res[0]:
+        md += ["", "A sparse sweep with latprof's default (full) protocol instead of the quick one (--sparse-full):",
+               "", "| model | rows (share of dense) | noisy rows | time (s) | recovered | confirmed edges: recovered |",
+               "|---|---|---|---|---|---|"]
+        for r in res:
+            md.append(f"| {r['model']} | {r['sparse_full']['measured']} ({r['sparse_full_share']:.1%}) | "
+                      f"{r['noisy_share']['sparse_full']:.0%} | {r['sparse_full']['seconds']} | "
+                      f"{r['sparse_full_recall']:.0%} | {r['sparse_full_recall_confirmed']:.0%} |")
     md += ["", "The same sweeps with the rows flagged noisy left out of every fit (the fitter's policy "
            "before this benchmark showed that fitting them recovers more):", "",
            "| model | noisy rows (sparse / dense / dense re-sweep) | dense edges | sparse: recovered | "
@@ -244,10 +257,12 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--work", type=Path, help="keep (and reuse) the sweep tables here")
     ap.add_argument("--tune", action="store_true", help="also replay SAMPLER_VARIANTS on the dense data")
+    ap.add_argument("--sparse-full", action="store_true",
+                    help="also a sparse sweep with the default (full) protocol, whatever --full-protocol says")
     args = ap.parse_args()
     protocol = Protocol() if args.full_protocol else Protocol.quick()
     work = args.work or Path(tempfile.mkdtemp(prefix="latprof-steps-bench-"))
-    results = [run_model(m, MODELS.get(m, 1), work, protocol) for m in args.models.split(",")]
+    results = [run_model(m, MODELS.get(m, 1), work, protocol, args.sparse_full) for m in args.models.split(",")]
     for r in results if args.tune else ():
         r["sampler_variants"] = tune(r["model"], r["batch"], work)
     meta = tbl.read(work / f"{results[0]['model']}_dense.parquet").meta
