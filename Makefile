@@ -40,10 +40,10 @@ test-gpu: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Each writes <name>_<device>.json and .md under bench/results (about 30 minutes in all on 2 cores).
+# Each writes <name>_<device>.json and .md under bench/results (about 40 minutes in all on 2 cores).
 bench: $(STAMP)
 	$(PY) bench/sweep_bench.py --out bench/results
-	$(PY) bench/steps_bench.py --out bench/results
+	$(PY) bench/steps_bench.py --out bench/results --tune --sparse-full
 	$(PY) bench/prune_bench.py --out bench/results --quick
 	$(PY) bench/accuracy_bench.py --out bench/results
 
