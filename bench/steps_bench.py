@@ -6,18 +6,22 @@ Every line is fitted in each table with the same fitter. An edge of the first de
 as recovered when the other fit has an edge within +-1 channel. The figures are computed
 twice: with the rows flagged noisy fitted (latprof's policy) and left out (`drop_noisy`).
 
-Three figures per model, each against the first dense sweep's edges:
+Figures per model, each against the first dense sweep's edges:
 - sparse: what the sparse sweep recovers (the issue's figure);
 - dense re-sweep: what an identical dense sweep recovers. This is the ceiling: a sparse sweep
   cannot be expected to agree with one noisy dense sweep better than a second dense sweep does;
 - replay: the sparse sampler run on the first dense sweep's own measurements (same noise, no
-  new measurement), i.e. what sparse sampling can recover from this data at all.
-Recall is also broken down by the size of each dense edge's step (relative level change).
+  new measurement), i.e. what sparse sampling can recover from this data at all;
+- confirmed edges: recall of the edges both dense sweeps find (those the machine reproduces);
+- recall by the size of each dense edge's step (relative level change).
+`--sparse-full` adds a sparse sweep with the default (full) protocol; `--tune` replays the
+sampler settings of SAMPLER_VARIANTS on the dense data.
 
-Writes `steps_<device>.json` and `.md` under --out. `--work DIR` keeps the tables there; a
-rerun with the same DIR measures nothing new (sweeps resume) and recomputes the figures.
+Writes `steps_<device>.json` and `.md` under --out. `--work DIR` keeps the tables (and each
+sweep's time) there; a rerun with the same DIR measures nothing new (sweeps resume) and
+recomputes the figures. As `make bench` runs it:
 
-    python bench/steps_bench.py --out bench/results
+    python bench/steps_bench.py --out bench/results --tune --sparse-full
 """
 
 from __future__ import annotations
@@ -70,9 +74,11 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol, sparse_ful
                                 protocol=Protocol() if mode == "sparse_full" else protocol)
         s = sweep.run(cfg)
         rows = len(tbl.read(cfg.out).df)
-        timing = cfg.out.with_suffix(".seconds.json")  # the sweep's time, kept for reruns on --work
+        timing = cfg.out.with_suffix(".seconds.json")  # the sweep's time, summed over resumed runs
+        before = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "measured": 0}
         if s.measured:
-            timing.write_text(json.dumps({"seconds": round(s.seconds, 1), "measured": s.measured}))
+            timing.write_text(json.dumps({"seconds": round(before["seconds"] + s.seconds, 1),
+                                          "measured": before["measured"] + s.measured}))
         seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
         out[mode] = {"measured": rows, "seconds": seconds}
     lines = model_lines(model, batch)
@@ -102,12 +108,16 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
     by_bin = {k: [0] * (len(STEP_BINS) - 1) for k in (*kinds, "edges")}
     dense_edges = replay_points = line_points = confirmed = 0
     found_confirmed = {k: 0 for k in kinds if k != "dense2"}
-    per_line = []
+    per_line, skipped = [], []
     for line in lines:
-        s, d, d2 = (steps.fit_line(idx[m], line) for m in SWEEPS)
+        fits = {m: steps.fit_line(i, line) for m, i in idx.items()}
+        if any(f.missing for f in fits.values()):  # e.g. a sweep in --work that was cut short
+            skipped.append(line.label())
+            continue
+        s, d, d2 = (fits[m] for m in SWEEPS)
         others = {"sparse": s.fit.edges, "dense2": d2.fit.edges}
-        if "sparse_full" in idx:
-            others["sparse_full"] = steps.fit_line(idx["sparse_full"], line).fit.edges
+        if "sparse_full" in fits:
+            others["sparse_full"] = fits["sparse_full"].fit.edges
         if replay:
             n, others["replay"] = replay_edges(d)
             replay_points, line_points = replay_points + n, line_points + len(d.channels)
@@ -132,7 +142,7 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
            **{f"{k}_recall_confirmed": found_confirmed[k] / confirmed if confirmed else 1.0 for k in found_confirmed},
            "recall_by_step": {bin_label(i): {"edges": by_bin["edges"][i], **{k: by_bin[k][i] for k in kinds}}
                               for i in range(len(STEP_BINS) - 1)},
-           "per_line": per_line}
+           "per_line": per_line, "lines_skipped": skipped}
     if replay:  # a count shared by two lines is a point of each (table rows count it once)
         out["replay_share"] = replay_points / line_points
     return out
@@ -141,12 +151,15 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
 def replay_edges(dense: steps.LineFit, **sampler_kw) -> tuple[int, tuple[int, ...]]:
     """Run the sparse sampler against a dense line's own measurements: (points used, edges found)."""
     value = dict(zip(dense.channels, dense.latency_us))
+    excluded = dict(zip(dense.channels, dense.excluded))
     sampler = SparseLine(1, len(dense.channels), noise_rel=steps.FIT_NOISE_REL, **sampler_kw)
     while points := sampler.next_points():
         sampler.feed({p: value[dense.channels[p - 1]] for p in points})
     got = sampler.measured
     chans = [dense.channels[p - 1] for p in sorted(got)]
-    fit = fit_steps(chans, [got[p] for p in sorted(got)], noise_rel=steps.FIT_NOISE_REL)
+    flags = [excluded[c] for c in chans]
+    fit = fit_steps(chans, [got[p] for p in sorted(got)], noise_rel=steps.FIT_NOISE_REL,
+                    flagged=None if all(flags) else flags)
     return len(got), fit.edges
 
 
@@ -154,6 +167,7 @@ def tune(model: str, batch: int, work: Path) -> list[dict]:
     """Replay each of SAMPLER_VARIANTS on the first dense sweep: points, recall, precision."""
     first, second = (steps.TableIndex(tbl.read(work / f"{model}_{m}.parquet")) for m in ("dense", "dense2"))
     fits = [(steps.fit_line(first, line), steps.fit_line(second, line)) for line in model_lines(model, batch)]
+    fits = [(d, d2) for d, d2 in fits if not (d.missing or d2.missing)]
     rows = []
     for kw in SAMPLER_VARIANTS:
         n = {"points": 0, "dense_points": 0, "edges": 0, "hits": 0, "confirmed": 0, "hits_confirmed": 0,
@@ -170,8 +184,9 @@ def tune(model: str, batch: int, work: Path) -> list[dict]:
                 n["hits"] += hit
                 n["confirmed"] += sure
                 n["hits_confirmed"] += hit and sure
-        rows.append({"sampler": kw, "share": n["points"] / n["dense_points"], "recall": n["hits"] / n["edges"],
-                     "recall_confirmed": n["hits_confirmed"] / n["confirmed"],
+        rows.append({"sampler": kw, "share": n["points"] / max(n["dense_points"], 1),
+                     "recall": n["hits"] / n["edges"] if n["edges"] else 1.0,
+                     "recall_confirmed": n["hits_confirmed"] / n["confirmed"] if n["confirmed"] else 1.0,
                      "precision": 1 - n["false"] / max(n["found"], 1)})
     return rows
 
@@ -244,7 +259,10 @@ def markdown(report: dict) -> list[str]:
                 for c in cells) + " |")
     md += ["", "dense re-sweep = a second dense sweep with the same protocol, minutes later: the ceiling for "
            "any sweep's agreement with one noisy dense sweep.",
-           "replay = the sparse sampler run on the dense sweep's own measurements (no new measurement).", "",
+           "replay = the sparse sampler run on the dense sweep's own measurements (no new measurement); its "
+           "share counts points per line (a count on two lines counts twice), the sweeps' share counts table rows.",
+           "", "Lines left out (missing in a table): " + (", ".join(f"{r['model']}: {len(r['lines_skipped'])}"
+                                                             for r in res)), "",
            "Sweep times (s; None when a --work table was made by an earlier version of this script): "
            + ", ".join(f"{r['model']} " + ", ".join(f"{m} {r[m]['seconds']}" for m in SWEEPS) for r in res)]
     return md

@@ -31,7 +31,7 @@ def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predic
     kinds = [("excluded" if x else "noisy" if n else "ok") for x, n in zip(fit.excluded, fit.noisy)]
     styles = {"ok": dict(color="tab:blue", label="measured (drift-normalised median)"),
               "noisy": dict(facecolors="none", edgecolors="tab:blue", label="flagged noisy (fitted)"),
-              "excluded": dict(marker="x", color="tab:gray", label="excluded from the fit (throttled)")}
+              "excluded": dict(marker="x", color="tab:gray", label="excluded from the fit")}
     for kind, style in styles.items():
         pts = [(c, v) for c, v, k in zip(fit.channels, fit.latency_us, kinds) if k == kind]
         if pts:

@@ -19,8 +19,9 @@ Contract
   (inclusive both ends), and the reported edge is the right end of that interval,
   the first measured count known to be at the new level. With contiguous
   measurements the interval is a single count and the edge is exact.
-- Flagged points (rows the profiler marked noisy) take no part in the fit; they act
-  like unmeasured counts and are listed in ``StepFit.flagged``.
+- Flagged points (those the caller excludes: `latprof.steps` excludes rows measured on a
+  throttling GPU, see `steps.TableIndex`) take no part in the fit; they act like
+  unmeasured counts and are listed in ``StepFit.flagged``.
 - Efficient counts (the Pareto frontier of channels vs latency): the ``end`` of
   segment k is efficient when its level is faster, by more than the noise, than
   every later segment: ``level_k * exp(noise) < min(level_j for j > k)``. The last

@@ -39,7 +39,7 @@ class LineFit:
     line: plan.Line
     channels: tuple[int, ...]       # measured counts on the line, ascending
     latency_us: tuple[float, ...]   # drift-normalised medians
-    excluded: tuple[bool, ...]      # left out of the fit (see TableIndex)
+    excluded: tuple[bool, ...]      # left out of the fit (see TableIndex; all False if all were)
     noisy: tuple[bool, ...]         # flag_noisy rows (fitted unless excluded)
     fit: StepFit | None             # None when the line is missing
 
@@ -68,9 +68,10 @@ class TableIndex:
     protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
     normalised latency is what corrects the drift): the fitter pools every plateau's
     points, so one uncertain median costs little, while a hole in a line costs an edge.
-    On this project's CPU a fifth to a half of the rows of a quick-protocol sweep end
+    On this project's CPU a fifth to two fifths of the rows of a quick-protocol sweep end
     flagged noisy, wherever the machine was busy, edge probes of a sparse sweep included;
-    `bench/steps_bench.py` measures edge recall both ways (its "noisy dropped" table).
+    `bench/steps_bench.py` measures edge recall both ways (its table "The same sweeps with
+    the rows flagged noisy left out of every fit").
     The noisy flag stays in the table and in the plots (hollow points)."""
 
     def __init__(self, table: LatencyTable, drop_noisy: bool = False):
@@ -93,10 +94,9 @@ def fit_line(index: TableIndex, line: plan.Line) -> LineFit:
     noisy = tuple(bool(v[2]) for _, v in got)
     if len(channels) < 2 or channels[-1] != line.full:
         return LineFit(line, channels, lat, excluded, noisy, None)
-    flags = np.array(excluded)
-    if flags.all():  # every point excluded: fit them anyway rather than report nothing
-        flags[:] = False
-    fit = fit_steps(channels, lat, flagged=flags, noise_rel=FIT_NOISE_REL)
+    if all(excluded):  # every point excluded: fit them anyway rather than report nothing
+        excluded = (False,) * len(excluded)
+    fit = fit_steps(channels, lat, flagged=np.array(excluded), noise_rel=FIT_NOISE_REL)
     return LineFit(line, channels, lat, excluded, noisy, fit)
 
 
