@@ -68,7 +68,7 @@ class TableIndex:
     protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
     normalised latency is what corrects the drift): the fitter pools every plateau's
     points, so one uncertain median costs little, while a hole in a line costs an edge.
-    On this project's CPU a fifth to two fifths of the rows of a quick-protocol sweep end
+    On this project's CPU a tenth to two fifths of the rows of a quick-protocol sweep end
     flagged noisy, wherever the machine was busy, edge probes of a sparse sweep included;
     `bench/steps_bench.py` measures edge recall both ways (its table "The same sweeps with
     the rows flagged noisy left out of every fit").
