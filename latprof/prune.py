@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,7 @@ class PruneReport:
     fitness: str = "importance"
     fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
     accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
+    fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
 
     @property
     def met(self) -> bool:
@@ -98,7 +99,8 @@ class PruneReport:
         return got is not None and got <= self.target_ms * 1.0000001
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, fits={}))
+        del d["fits"]
         d["target_met"] = self.met
         return d
 
