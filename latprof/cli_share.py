@@ -53,8 +53,11 @@ def tables_diff(a, b, plot_path, ignore, tolerance, no_edges):
 @click.option("--table", "table_ref", help="The table (path or URL) to complete; without it, every shape is asked for.")
 @click.option("--missing-lines", is_flag=True,
               help="Ask only for lines the table cannot fit at all (default: every dense count it lacks).")
+@click.option("--sparse", is_flag=True,
+              help="Ask for the lines the table cannot fit, to be sampled sparsely where they are measured "
+                   "(a fraction of the shapes of --missing-lines; request format 2).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Request file (JSON).")
-def tables_request(model, batch, dtype, layout, backend, tile, input_size, table_ref, missing_lines, out):
+def tables_request(model, batch, dtype, layout, backend, tile, input_size, table_ref, missing_lines, sparse, out):
     """Write the shapes a model needs that a table lacks, for the lab that has the device."""
     import latprof
     from latprof import share
@@ -62,20 +65,27 @@ def tables_request(model, batch, dtype, layout, backend, tile, input_size, table
     t = share.open_table(table_ref) if table_ref else None
     if backend is None:
         backend = _default_backend(t, batch, dtype)
-    specs = share.request_for_model(t, model, batch, dtype, backend, layout, tile=tile, input_size=input_size,
-                                    missing_lines_only=missing_lines)
+    if sparse:
+        specs, lines = [], share.missing_lines(t, model, batch, dtype, backend, layout, tile=tile,
+                                               input_size=input_size)
+    else:
+        specs, lines = share.request_for_model(t, model, batch, dtype, backend, layout, tile=tile,
+                                               input_size=input_size, missing_lines_only=missing_lines), []
     device = t.device if t is not None else None
     share.write_request(out, specs, {
         "device": device, "model": model, "batch": batch, "dtype": dtype, "layout": layout, "backend": backend,
-        "tile": tile, "scope": "missing lines" if missing_lines else "dense lines",
+        "tile": tile, "scope": "missing lines, sparse" if sparse else "missing lines" if missing_lines
+        else "dense lines",
         "table": table_ref, "table_content_hash": t.meta.get("content_hash") if t is not None else None,
-        "latprof_version": latprof.__version__})
+        "latprof_version": latprof.__version__}, lines)
     where = f"{device.get('name')}" if device else "the target device (not named: no --table)"
-    click.echo(f"request  {out}: {len(specs)} shapes of {model} (batch {batch} {dtype} {layout} {backend}) "
+    what = (f"{len(lines)} lines (up to {sum(len(line.values) for line in lines)} counts, sampled sparsely)"
+            if sparse else f"{len(specs)} shapes")
+    click.echo(f"request  {out}: {what} of {model} (batch {batch} {dtype} {layout} {backend}) "
                f"{'the table lacks' if t is not None else 'in all'}")
-    if specs:
+    if specs or lines:
         gpu = f"--gpu '{device.get('name')}'" if device and device.get("kind") == "cuda" else (
-            "--device cpu" if device else "--gpu NAME")
+            "--device cpu" if device or backend == "cpu" else "--gpu NAME")
         click.echo(f"measure  on {where}: latprof sweep {gpu} --request {out} --out PART.parquet")
         target = table_ref if table_ref and not share.is_url(table_ref) else "TABLE.parquet"
         click.echo(f"merge    latprof tables merge {target} {target} PART.parquet")

@@ -24,7 +24,7 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,13 +41,15 @@ from latprof.diff import _SOFTWARE, DiffResult, LineDiff, diff_tables, plot_diff
 
 # --- requests -----------------------------------------------------------------------------
 
-REQUEST_VERSION = 1
+#: Format 1 holds shapes; format 2 adds lines to sample sparsely (written only when there are some).
+REQUEST_VERSION = 2
 
 
 @dataclass
 class Request:
     specs: list[ConvSpec]
     meta: dict
+    lines: list[plan.Line] = field(default_factory=list)   # sampled sparsely by `sweep --request`
 
 
 def request_for_model(table: tbl.LatencyTable | None, model: str, batch: int, dtype: str, backend: str,
@@ -63,30 +65,46 @@ def request_for_model(table: tbl.LatencyTable | None, model: str, batch: int, dt
     line) are requested, densely. The (c_in, c_out) grid pairs of a sparse sweep are not
     part of a request.
     """
-    net, size = models.load(model, input_size)
-    lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype=dtype, layout=layout,
-                             backend=backend, tile=tile)
+    if missing_lines_only:
+        lines = missing_lines(table, model, batch, dtype, backend, layout, tile=tile, input_size=input_size)
+    else:
+        lines = missing_lines(None, model, batch, dtype, backend, layout, tile=tile, input_size=input_size)
     have = table.keys() if table is not None else set()
 
     def lacks(spec: ConvSpec) -> bool:
         return tuple(spec.to_row()[k] for k in KEY_FIELDS) not in have
 
-    if missing_lines_only and table is not None:
-        index = steps.TableIndex(table)
-        lines = [line for line in lines if steps.fit_line(index, line).missing]
     return [s for s in dict.fromkeys(s for line in lines for s in line.specs()) if lacks(s)]
 
 
-def write_request(path: str | Path, specs: list[ConvSpec], meta: dict) -> Path:
+def missing_lines(table: tbl.LatencyTable | None, model: str, batch: int, dtype: str, backend: str,
+                  layout: str = "nchw", *, tile: str = "", input_size=None) -> list[plan.Line]:
+    """`model`'s sweep lines that `table` cannot fit (all of them when `table` is None)."""
+    net, size = models.load(model, input_size)
+    lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype=dtype, layout=layout,
+                             backend=backend, tile=tile)
+    if table is None:
+        return lines
+    index = steps.TableIndex(table)
+    return [line for line in lines if steps.fit_line(index, line).missing]
+
+
+def write_request(path: str | Path, specs: list[ConvSpec], meta: dict, lines: list[plan.Line] = ()) -> Path:
     """JSON `{"latprof_request": 1, "device": ..., ..., "specs": [row, ...]}`, one spec a line;
-    `meta["device"]` (the table's device dict, or None) names the device to measure on."""
+    `meta["device"]` (the table's device dict, or None) names the device to measure on. With
+    `lines`, format 2: also `"lines": [{"base": row, "axis": "c_out", "values": [...]}, ...]`,
+    which `sweep --request` samples sparsely, as a model sweep does."""
     path = Path(path)
-    head = {"latprof_request": REQUEST_VERSION, "device": meta.get("device"), "created_at": tbl.now_iso(),
-            **{k: v for k, v in meta.items() if k not in ("device", "latprof_request", "count", "specs")},
+    head = {"latprof_request": 2 if lines else 1, "device": meta.get("device"), "created_at": tbl.now_iso(),
+            **{k: v for k, v in meta.items() if k not in ("device", "latprof_request", "count", "specs", "lines")},
             "count": len(specs)}
-    lines = ["{"] + [f" {json.dumps(k)}: {json.dumps(v, default=str)}," for k, v in head.items()]
-    lines += [' "specs": [', ",\n".join("  " + json.dumps(s.to_row()) for s in specs), " ]", "}", ""]
-    _atomic_write_bytes(path, "\n".join(lines).encode())
+    out = ["{"] + [f" {json.dumps(k)}: {json.dumps(v, default=str)}," for k, v in head.items()]
+    if lines:
+        out += [' "lines": [', ",\n".join("  " + json.dumps({"base": line.base.to_row(), "axis": line.axis,
+                                                             "values": list(line.values)}) for line in lines),
+                " ],"]
+    out += [' "specs": [', ",\n".join("  " + json.dumps(s.to_row()) for s in specs), " ]", "}", ""]
+    _atomic_write_bytes(path, "\n".join(out).encode())
     return path
 
 
@@ -114,7 +132,24 @@ def load_request(path: str | Path) -> Request:
     specs = []
     for i, row in enumerate(rows):
         specs.append(_spec_from_request(row, i, path))
-    return Request(list(dict.fromkeys(specs)), {k: v for k, v in doc.items() if k != "specs"})
+    lines = [_line_from_request(item, i, path) for i, item in enumerate(doc.get("lines") or [])]
+    return Request(list(dict.fromkeys(specs)), {k: v for k, v in doc.items() if k not in ("specs", "lines")}, lines)
+
+
+def _line_from_request(item, i: int, path: Path) -> plan.Line:
+    where = f"{path}: line #{i + 1}"
+    if not isinstance(item, dict) or set(item) != {"base", "axis", "values"}:
+        raise LatprofError(f"{where} must be an object with exactly base, axis and values")
+    if item["axis"] not in ("c_out", "c_in", "c"):
+        raise LatprofError(f"{where}: axis must be c_out, c_in or c, got {item['axis']!r}")
+    values = item["values"]
+    if (not isinstance(values, list) or len(values) < 2 or not all(type(v) is int and v >= 1 for v in values)
+            or values != sorted(set(values))):
+        raise LatprofError(f"{where}: values must be at least two ascending distinct counts >= 1")
+    line = plan.Line(_spec_from_request(item["base"], i, path), item["axis"], tuple(values))
+    if values[-1] != line.full:
+        raise LatprofError(f"{where}: the last value ({values[-1]}) must be the base shape's own count ({line.full})")
+    return line
 
 
 def read_request(path: str | Path) -> list[ConvSpec]:
@@ -373,7 +408,8 @@ def sweep_request(path: str | Path, cfg):
         raise LatprofError(f"{path} asks for measurements of {wanted.get('name')!r} but this sweep runs on "
                            f"{dev.name!r}; run it there (`--gpu NAME`), or set \"device\" to null in the file "
                            "if any device will do")
-    used = sorted({s.backend for s in req.specs})
+    line_specs = [line.base for line in req.lines]
+    used = sorted({s.backend for s in req.specs + line_specs})
     if cfg.backend and used and used != [cfg.backend]:
         raise LatprofError(f"--backend {cfg.backend} disagrees with the request's backend(s) {', '.join(used)}; "
                            "leave out --backend")
@@ -382,10 +418,10 @@ def sweep_request(path: str | Path, cfg):
     if "triton" in used:
         from latprof.kernels import TileConfig
 
-        for tile in {s.tile for s in req.specs if s.backend == "triton"}:
+        for tile in {s.tile for s in req.specs + line_specs if s.backend == "triton"}:
             TileConfig.parse(tile)
-    specs = plan.shard(req.specs, *cfg.shard)
-    dtypes = [s.dtype for s in specs]
+    specs, lines = plan.shard(req.specs, *cfg.shard), plan.shard(req.lines, *cfg.shard)
+    dtypes = [s.dtype for s in specs + [line.base for line in lines]]
     out = sweeps.table_path(cfg, dev)
     clock = sweeps.make_clock(dev, cfg)
     deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
@@ -395,10 +431,16 @@ def sweep_request(path: str | Path, cfg):
                             else cfg.dtype, host=devices.host_fingerprint(), deadline=deadline,
                             progress=cfg.progress)
         result = profiler.measure(specs, desc=f"request {Path(path).name}")
-    return sweeps.SweepSummary(path=out, device=dev, planned=len(specs), measured=result.measured,
+        planned = len(specs)
+        if lines and not result.left:
+            sampled, points = sweeps.measure_sparse(profiler, store, lines, grid=False)
+            sweeps.add_result(result, sampled)
+            planned += points
+    return sweeps.SweepSummary(path=out, device=dev, planned=planned, measured=result.measured,
                                skipped=result.skipped, left=len(result.left), noisy=result.noisy,
-                               drifted=result.drifted, seconds=time.monotonic() - t0, lines=[],
-                               mode=f"request {Path(path).name}", line_points=len(specs))
+                               drifted=result.drifted, seconds=time.monotonic() - t0, lines=lines,
+                               mode=f"request {Path(path).name}" + (f", {len(lines)} lines sparse" if lines else ""),
+                               line_points=len(specs) + sum(len(line.values) for line in lines))
 
 
 def _temp_name(path: Path, suffix: str) -> str:

@@ -163,7 +163,7 @@ def measure_sparse(profiler, store: TableStore, lines: list[plan.Line], grid: bo
         step += 1
         specs = [lines[i].spec_at(lines[i].values[p - 1]) for i, p in wanted]
         planned.update(specs)
-        _add(total, profiler.measure(specs, desc=f"sparse round {step}"))
+        add_result(total, profiler.measure(specs, desc=f"sparse round {step}"))
         if total.left:
             return total, len(planned)
         for (i, p), spec in zip(wanted, specs):
@@ -179,13 +179,14 @@ def measure_sparse(profiler, store: TableStore, lines: list[plan.Line], grid: bo
         if not pairs:
             break
         planned.update(pairs)
-        _add(total, profiler.measure(pairs, desc=f"grid {round_ + 1}"))
+        add_result(total, profiler.measure(pairs, desc=f"grid {round_ + 1}"))
         if total.left:
             break
     return total, len(planned)
 
 
-def _add(total, part) -> None:
+def add_result(total, part) -> None:
+    """Add one measuring call's counts (a `MeasureResult`) to a running total."""
     total.measured += part.measured
     total.skipped += part.skipped
     total.noisy += part.noisy

@@ -307,7 +307,12 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     cases = {
         "not json {": "not valid JSON",
         json.dumps([1, 2]): "not a latprof request",
-        json.dumps({**good, "latprof_request": 2}): "newer than this latprof",
+        json.dumps({**good, "latprof_request": 3}): "newer than this latprof",
+        json.dumps({**good, "lines": [{"base": good["specs"][0], "axis": "h", "values": [1, 3]}]}): "axis must be",
+        json.dumps({**good, "lines": [{"base": good["specs"][0], "axis": "c_out", "values": [1, 2]}]}):
+            "must be the base shape's own count",
+        json.dumps({**good, "lines": [{"base": good["specs"][0], "axis": "c_out", "values": [3, 1]}]}):
+            "ascending distinct",
         json.dumps({**good, "latprof_request": "1"}): "positive integer",
         json.dumps({**good, "specs": {"a": 1}}): "must be a list",
         json.dumps({**good, "specs": [{**good["specs"][0], "colour": 1}]}): "unknown fields colour",
@@ -329,6 +334,30 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     share.write_request(tmp_path / "gpu.json", specs, {"device": other})
     r = cli("sweep", "--request", tmp_path / "gpu.json", *QUICK)
     assert r.exit_code == 1 and "asks for measurements of 'NVIDIA TITAN RTX'" in r.output
+
+
+def test_sparse_request_is_sampled_where_it_is_measured(cli, tmp_path):
+    (tmp_path / "wide.py").write_text(
+        "import torch.nn as nn\n"
+        "def build():\n"
+        "    m = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 48, 1))\n"
+        "    m.latprof_input_size = (3, 6, 6)\n"
+        "    return m\n")
+    model, dense = "wide.py:build", 64 + 3 + 48 + 64 - 2
+    r = cli("tables", "request", "--model", model, "--batch", "1", "--backend", "cpu", "--sparse", "--out", "s.json")
+    assert r.exit_code == 0 and "4 lines" in r.output, r.output
+    req = share.load_request(tmp_path / "s.json")
+    assert req.meta["latprof_request"] == 2 and req.specs == []
+    assert sorted((line.axis, line.full) for line in req.lines) == [("c_in", 3), ("c_in", 64), ("c_out", 48),
+                                                                   ("c_out", 64)]
+    r = cli("sweep", "--request", "s.json", *QUICK, "--out", "part.parquet")
+    assert r.exit_code == 0, r.output
+    part = tbl.read(tmp_path / "part.parquet")
+    assert len(part.df) < dense  # sampled, not every count
+    assert share.missing_lines(part, model, 1, "float32", "cpu") == []  # and every line can be fitted
+    r = cli("tables", "request", "--model", model, "--batch", "1", "--table", "part.parquet", "--sparse",
+            "--out", "none.json")
+    assert r.exit_code == 0 and "0 lines" in r.output, r.output
 
 
 # --- compatibility and upgrades -----------------------------------------------------------
