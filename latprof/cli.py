@@ -110,9 +110,9 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
         protocol=Protocol.quick() if (quick or env.quick_protocol()) else Protocol(),
         progress=not no_progress)
     if request is not None:
-        from latprof import share
+        from latprof import request as requests
 
-        s = share.sweep_request(request, cfg)
+        s = requests.sweep_request(request, cfg)
     else:
         s = sweeps.run(cfg)
     click.echo(f"device   {s.device.name} ({s.device.slug})")

@@ -60,19 +60,19 @@ def tables_diff(a, b, plot_path, ignore, tolerance, no_edges):
 def tables_request(model, batch, dtype, layout, backend, tile, input_size, table_ref, missing_lines, sparse, out):
     """Write the shapes a model needs that a table lacks, for the lab that has the device."""
     import latprof
-    from latprof import share
+    from latprof import request as requests, share
 
     t = share.open_table(table_ref) if table_ref else None
     if backend is None:
         backend = _default_backend(t, batch, dtype)
     if sparse:
-        specs, lines = [], share.missing_lines(t, model, batch, dtype, backend, layout, tile=tile,
+        specs, lines = [], requests.missing_lines(t, model, batch, dtype, backend, layout, tile=tile,
                                                input_size=input_size)
     else:
-        specs, lines = share.request_for_model(t, model, batch, dtype, backend, layout, tile=tile,
+        specs, lines = requests.request_for_model(t, model, batch, dtype, backend, layout, tile=tile,
                                                input_size=input_size, missing_lines_only=missing_lines), []
     device = t.device if t is not None else None
-    share.write_request(out, specs, {
+    requests.write_request(out, specs, {
         "device": device, "model": model, "batch": batch, "dtype": dtype, "layout": layout, "backend": backend,
         "tile": tile, "scope": "missing lines, sparse" if sparse else "missing lines" if missing_lines
         else "dense lines",

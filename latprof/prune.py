@@ -260,12 +260,12 @@ def _fitness(cfg: PruneConfig, original: nn.Module, size, lm, prev):
 
 
 def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
-    from latprof import share
+    from latprof import request as requests
 
     path = cfg.request_out or (cfg.out / "request.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     specs = sorted(lm.missing)
-    share.write_request(path, specs, {"device": table.device, "model": cfg.model})
+    requests.write_request(path, specs, {"device": table.device, "model": cfg.model})
     listing = "\n".join(f"  {s.label()}" for s in specs[:15])
     more = f"\n  ... and {len(specs) - 15} more" if len(specs) > 15 else ""
     raise LatprofError(f"the table lacks {len(specs)} shape(s) the search needs:\n{listing}{more}\n"

@@ -85,14 +85,14 @@ def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
 
 
 def test_missing_shapes_fail_with_a_request_file(tables, tmp_path):
-    from latprof import share
+    from latprof import request as requests
 
     path = model_table(tmp_path / "nogrid.parquet", "vgg16_cifar10", every=1, grid=False)
     with pytest.raises(LatprofError, match="lacks .* shape") as err:
         pruning.run(cfg_for({"vgg16_cifar10": path}, "vgg16_cifar10", tmp_path))
     request = tmp_path / "out" / "request.json"
     assert str(request) in str(err.value)
-    specs = share.read_request(request)
+    specs = requests.read_request(request)
     assert specs and all(s.c_in < 512 or s.c_out < 512 for s in specs)
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from latprof import share, table as tbl
+from latprof import request as requests, share, table as tbl
 from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS, ConvSpec
 from synthetic import META, row, staircase_us
@@ -69,7 +69,7 @@ def test_worked_example_between_two_labs(cli, tmp_path, cache):
             "--out", lab_b / "need.json")
     assert r.exit_code == 0, r.output
     assert f"{NET_DENSE - len(before)} shapes of net.py:build (batch 1 float32 nchw cpu) the table lacks" in r.output
-    asked = share.load_request(lab_b / "need.json")
+    asked = requests.load_request(lab_b / "need.json")
     assert asked.meta["device"]["slug"] == tbl.read(lab_b / "cpu.parquet").device["slug"]
     assert not spec_keys(asked.specs) & before
     # lab A measures exactly those shapes, nothing else
@@ -89,7 +89,7 @@ def test_worked_example_between_two_labs(cli, tmp_path, cache):
     # nothing is missing any more; the table validates; steps read it
     r = cli("tables", "request", "--model", "net.py:build", "--batch", "1", "--table", lab_b / "cpu.parquet",
             "--out", lab_b / "none.json")
-    assert "0 shapes" in r.output and share.read_request(lab_b / "none.json") == []
+    assert "0 shapes" in r.output and requests.read_request(lab_b / "none.json") == []
     assert cli("tables", "validate", lab_b / "cpu.parquet").exit_code == 0
     r = cli("steps", "net.py:build", "--table", lab_b / "cpu.parquet")
     assert r.exit_code == 0, r.output
@@ -104,7 +104,7 @@ def test_request_without_a_table_asks_for_every_dense_shape(cli, tmp_path):
     (tmp_path / "net.py").write_text(NET)
     r = cli("tables", "request", "--model", "net.py:build", "--batch", "4", "--out", "all.json")
     assert r.exit_code == 0, r.output
-    req = share.load_request(tmp_path / "all.json")
+    req = requests.load_request(tmp_path / "all.json")
     assert req.meta["device"] is None and req.meta["latprof_request"] == 1
     assert len(req.specs) == NET_DENSE
     assert {s.backend for s in req.specs} == {"cudnn"} and {s.batch for s in req.specs} == {4}
@@ -121,9 +121,9 @@ def test_missing_lines_only_skips_lines_the_table_can_fit(tmp_path):
                                                                    kernel_w=1, pad_h=0, pad_w=0)
     held = [conv1, conv1.replace(c_out=1), conv1.replace(c_in=1), conv2, conv2.replace(c_out=1)]
     t = tbl.LatencyTable(pd.DataFrame([row(s, staircase_us(s)) for s in held]), dict(META))
-    dense = share.request_for_model(t, model, 1, "float32", "cpu", "nchw")
+    dense = requests.request_for_model(t, model, 1, "float32", "cpu", "nchw")
     assert len(dense) == NET_DENSE - len(held)
-    lines = share.request_for_model(t, model, 1, "float32", "cpu", "nchw", missing_lines_only=True)
+    lines = requests.request_for_model(t, model, 1, "float32", "cpu", "nchw", missing_lines_only=True)
     assert lines == [conv2.replace(c_in=c) for c in range(1, 8)]
 
 
@@ -301,8 +301,8 @@ def test_diff_across_backends_needs_ignore(cli, tmp_path):
 
 def test_request_round_trip_and_bad_files(cli, tmp_path):
     specs = [ConvSpec(c_in=4, c_out=c, h=8, w=8) for c in (1, 2, 3)]
-    share.write_request(tmp_path / "r.json", specs, {"device": None, "model": "m"})
-    assert share.read_request(tmp_path / "r.json") == specs
+    requests.write_request(tmp_path / "r.json", specs, {"device": None, "model": "m"})
+    assert requests.read_request(tmp_path / "r.json") == specs
     good = json.loads((tmp_path / "r.json").read_text())
     cases = {
         "not json {": "not valid JSON",
@@ -323,15 +323,15 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     for text, words in cases.items():
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(LatprofError, match=words):
-            share.read_request(tmp_path / "bad.json")
+            requests.read_request(tmp_path / "bad.json")
     with pytest.raises(LatprofError, match="does not exist"):
-        share.read_request(tmp_path / "nothere.json")
+        requests.read_request(tmp_path / "nothere.json")
     r = cli("sweep", "--request", tmp_path / "bad.json", *QUICK)
     assert r.exit_code == 1 and "c_out must be >= 1" in r.output and "Traceback" not in r.output
     r = cli("sweep", "--request", tmp_path / "r.json", "--model", "resnet20_cifar10", *QUICK)
     assert r.exit_code == 1 and "leave out --model" in r.output
     other = {"kind": "cuda", "name": "NVIDIA TITAN RTX", "slug": "titanrtx"}
-    share.write_request(tmp_path / "gpu.json", specs, {"device": other})
+    requests.write_request(tmp_path / "gpu.json", specs, {"device": other})
     r = cli("sweep", "--request", tmp_path / "gpu.json", *QUICK)
     assert r.exit_code == 1 and "asks for measurements of 'NVIDIA TITAN RTX'" in r.output
 
@@ -346,7 +346,7 @@ def test_sparse_request_is_sampled_where_it_is_measured(cli, tmp_path):
     model, dense = "wide.py:build", 64 + 3 + 48 + 64 - 2
     r = cli("tables", "request", "--model", model, "--batch", "1", "--backend", "cpu", "--sparse", "--out", "s.json")
     assert r.exit_code == 0 and "4 lines" in r.output, r.output
-    req = share.load_request(tmp_path / "s.json")
+    req = requests.load_request(tmp_path / "s.json")
     assert req.meta["latprof_request"] == 2 and req.specs == []
     assert sorted((line.axis, line.full) for line in req.lines) == [("c_in", 3), ("c_in", 64), ("c_out", 48),
                                                                    ("c_out", 64)]
@@ -354,7 +354,7 @@ def test_sparse_request_is_sampled_where_it_is_measured(cli, tmp_path):
     assert r.exit_code == 0, r.output
     part = tbl.read(tmp_path / "part.parquet")
     assert len(part.df) < dense  # sampled, not every count
-    assert share.missing_lines(part, model, 1, "float32", "cpu") == []  # and every line can be fitted
+    assert requests.missing_lines(part, model, 1, "float32", "cpu") == []  # and every line can be fitted
     r = cli("tables", "request", "--model", model, "--batch", "1", "--table", "part.parquet", "--sparse",
             "--out", "none.json")
     assert r.exit_code == 0 and "0 lines" in r.output, r.output
