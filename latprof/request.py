@@ -15,7 +15,7 @@ from pathlib import Path
 from latprof import models, plan, steps
 from latprof import table as tbl
 from latprof.errors import LatprofError
-from latprof.share import _atomic_write_bytes
+from latprof.share import atomic_write_bytes
 from latprof.spec import KEY_FIELDS, ConvSpec
 
 #: Format 1 holds shapes; format 2 adds lines to sample sparsely (written only when there are some).
@@ -42,16 +42,10 @@ def request_for_model(table: tbl.LatencyTable | None, model: str, batch: int, dt
     line) are requested, densely. The (c_in, c_out) grid pairs of a sparse sweep are not
     part of a request.
     """
-    if missing_lines_only:
-        lines = missing_lines(table, model, batch, dtype, backend, layout, tile=tile, input_size=input_size)
-    else:
-        lines = missing_lines(None, model, batch, dtype, backend, layout, tile=tile, input_size=input_size)
+    lines = missing_lines(table if missing_lines_only else None, model, batch, dtype, backend, layout, tile=tile,
+                          input_size=input_size)
     have = table.keys() if table is not None else set()
-
-    def lacks(spec: ConvSpec) -> bool:
-        return tuple(spec.to_row()[k] for k in KEY_FIELDS) not in have
-
-    return [s for s in dict.fromkeys(s for line in lines for s in line.specs()) if lacks(s)]
+    return [s for s in dict.fromkeys(s for line in lines for s in line.specs()) if s.key() not in have]
 
 
 def missing_lines(table: tbl.LatencyTable | None, model: str, batch: int, dtype: str, backend: str,
@@ -81,7 +75,7 @@ def write_request(path: str | Path, specs: list[ConvSpec], meta: dict, lines: li
                                                              "values": list(line.values)}) for line in lines),
                 " ],"]
     out += [' "specs": [', ",\n".join("  " + json.dumps(s.to_row()) for s in specs), " ]", "}", ""]
-    _atomic_write_bytes(path, "\n".join(out).encode())
+    atomic_write_bytes(path, "\n".join(out).encode())
     return path
 
 

@@ -270,6 +270,6 @@ def _atomic_file(path: Path, suffix: str):
             os.unlink(tmp)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     with _atomic_file(path, ".tmp") as f:
         f.write(data)
