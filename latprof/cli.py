@@ -87,7 +87,8 @@ def _input_size(ctx, param, value):
 @click.option("--quick", is_flag=True, help="Short timing protocol (demos, smoke tests).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--request", type=click.Path(dir_okay=False, path_type=Path),
-              help="Measure exactly the shapes of this request file (`latprof tables request`), nothing else.")
+              help="Measure what this request file asks for (`latprof tables request`): its shapes, and its "
+                   "lines sampled sparsely; nothing else.")
 def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dtype, layout, device, gpu,
           backend, tile, every, dense, measure_grid, shard_text, budget_minutes, out, threads, quick, no_progress,
           request):

@@ -1,7 +1,7 @@
 """`latprof tables diff|request|upgrade|fetch`: commands for tables that travel between labs.
 
 Attached to the `tables` group of `latprof.cli`; tables may be given by path or URL
-(`share.open_table`). The library is `latprof.share`.
+(`share.open_table`). The libraries are `latprof.share` and `latprof.request`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def tables_request(model, batch, dtype, layout, backend, tile, input_size, table
         "table": table_ref, "table_content_hash": t.meta.get("content_hash") if t is not None else None,
         "latprof_version": latprof.__version__}, lines)
     where = f"{device.get('name')}" if device else "the target device (not named: no --table)"
-    what = (f"{len(lines)} lines (up to {sum(len(line.values) for line in lines)} counts, sampled sparsely)"
+    what = (f"{len(lines)} lines (of up to {len(requests.line_points(lines))} shapes, sampled sparsely)"
             if sparse else f"{len(specs)} shapes")
     click.echo(f"request  {out}: {what} of {model} (batch {batch} {dtype} {layout} {backend}) "
                f"{'the table lacks' if t is not None else 'in all'}")

@@ -66,9 +66,10 @@ def write_request(path: str | Path, specs: list[ConvSpec], meta: dict, lines: li
     `lines`, format 2: also `"lines": [{"base": row, "axis": "c_out", "values": [...]}, ...]`,
     which `sweep --request` samples sparsely, as a model sweep does."""
     path = Path(path)
-    head = {"latprof_request": 2 if lines else 1, "device": meta.get("device"), "created_at": tbl.now_iso(),
-            **{k: v for k, v in meta.items() if k not in ("device", "latprof_request", "count", "specs", "lines")},
-            "count": len(specs)}
+    head = {"latprof_request": REQUEST_VERSION if lines else 1, "device": meta.get("device"), "created_at": tbl.now_iso(),
+            **{k: v for k, v in meta.items() if k not in ("device", "latprof_request", "count", "line_count", "specs",
+                                                        "lines")},
+            "count": len(specs), **({"line_count": len(lines)} if lines else {})}
     out = ["{"] + [f" {json.dumps(k)}: {json.dumps(v, default=str)}," for k, v in head.items()]
     if lines:
         out += [' "lines": [', ",\n".join("  " + json.dumps({"base": line.base.to_row(), "axis": line.axis,
@@ -97,13 +98,18 @@ def load_request(path: str | Path) -> Request:
     if version > REQUEST_VERSION:
         raise LatprofError(f"{path} is a request of format {version}, newer than this latprof reads "
                            f"({REQUEST_VERSION}); upgrade latprof: `pip install -U latprof`")
-    rows = doc.get("specs")
+    rows = doc.get("specs", [] if version >= 2 else None)
     if not isinstance(rows, list):
         raise LatprofError(f"{path}: `specs` must be a list of shapes; {redo}")
     specs = []
     for i, row in enumerate(rows):
         specs.append(_spec_from_request(row, i, path))
-    lines = [_line_from_request(item, i, path) for i, item in enumerate(doc.get("lines") or [])]
+    items = doc.get("lines", [])
+    if "lines" in doc and version < 2:
+        raise LatprofError(f"{path}: `lines` needs request format 2 (the file says {version}); {redo}")
+    if not isinstance(items, list):
+        raise LatprofError(f"{path}: `lines` must be a list of lines; {redo}")
+    lines = [_line_from_request(item, i, path) for i, item in enumerate(items)]
     return Request(list(dict.fromkeys(specs)), {k: v for k, v in doc.items() if k not in ("specs", "lines")}, lines)
 
 
@@ -117,18 +123,26 @@ def _line_from_request(item, i: int, path: Path) -> plan.Line:
     if (not isinstance(values, list) or len(values) < 2 or not all(type(v) is int and v >= 1 for v in values)
             or values != sorted(set(values))):
         raise LatprofError(f"{where}: values must be at least two ascending distinct counts >= 1")
-    line = plan.Line(_spec_from_request(item["base"], i, path), item["axis"], tuple(values))
+    base = _spec_from_request(item["base"], i, path, what="line")
+    if (item["axis"] == "c") != base.depthwise:
+        raise LatprofError(f"{where}: axis c is for depthwise shapes (groups = c_in = c_out) and only for them")
+    line = plan.Line(base, item["axis"], tuple(values))
     if values[-1] != line.full:
         raise LatprofError(f"{where}: the last value ({values[-1]}) must be the base shape's own count ({line.full})")
+    try:
+        line.specs()
+    except LatprofError as exc:
+        raise LatprofError(f"{where}: {exc}") from None
     return line
 
 
 def read_request(path: str | Path) -> list[ConvSpec]:
+    """The request's shapes (its lines, if any, are in `load_request(path).lines`)."""
     return load_request(path).specs
 
 
-def _spec_from_request(row, i: int, path: Path) -> ConvSpec:
-    where = f"{path}: spec #{i + 1}"
+def _spec_from_request(row, i: int, path: Path, what: str = "spec") -> ConvSpec:
+    where = f"{path}: {what} #{i + 1}" + (" base" if what == "line" else "")
     if not isinstance(row, dict):
         raise LatprofError(f"{where} is not an object of spec fields")
     unknown = sorted(set(row) - set(KEY_FIELDS))
@@ -141,11 +155,15 @@ def _spec_from_request(row, i: int, path: Path) -> ConvSpec:
         want = str if k in ("dtype", "layout", "backend", "tile", "op") else int
         if not isinstance(v, want) or isinstance(v, bool):
             raise LatprofError(f"{where}: {k} must be {'text' if want is str else 'an integer'}, got {v!r}")
-    return ConvSpec(**row)  # validates values with its own LatprofError messages
+    try:
+        return ConvSpec(**row)  # validates the values
+    except LatprofError as exc:
+        raise LatprofError(f"{where}: {exc}") from None
 
 
 def sweep_request(path: str | Path, cfg):
-    """`latprof sweep --request FILE`: measure exactly the request's shapes, nothing else.
+    """`latprof sweep --request FILE`: measure exactly the request's shapes, then sample its
+    lines (format 2) sparsely as a model sweep does, without the grid; nothing else.
 
     Uses `cfg` (a `sweep.SweepConfig`) for the device, output table, protocol, threads,
     budget, shard and progress bar; the shapes, batch, dtype, backend and tile come from the
@@ -157,8 +175,12 @@ def sweep_request(path: str | Path, cfg):
     from latprof.store import TableStore
 
     if cfg.model or cfg.grid:
-        raise LatprofError("--request measures exactly the shapes in the request; leave out --model and the "
+        raise LatprofError("--request measures exactly what the request asks for; leave out --model and the "
                            "grid options (--cin, --cout, ...)")
+    if cfg.dense or cfg.every > 1:
+        raise LatprofError("--dense and --every apply to model sweeps; a request's shapes are measured as "
+                           "listed and its lines sampled sparsely (ask for dense lines with `latprof tables "
+                           "request` without --sparse)")
     req = load_request(path)
     dev = devices.select(cfg.device, cfg.gpu)
     wanted = req.meta.get("device") or {}
@@ -190,7 +212,9 @@ def sweep_request(path: str | Path, cfg):
                             progress=cfg.progress)
         result = profiler.measure(specs, desc=f"request {Path(path).name}")
         planned = len(specs)
-        if lines and not result.left:
+        if lines and result.left:  # budget spent on the shapes: the lines wait for the rerun
+            lines = []
+        elif lines:
             sampled, points = sweeps.measure_sparse(profiler, store, lines, grid=False)
             sweeps.add_result(result, sampled)
             planned += points
@@ -198,4 +222,9 @@ def sweep_request(path: str | Path, cfg):
                                skipped=result.skipped, left=len(result.left), noisy=result.noisy,
                                drifted=result.drifted, seconds=time.monotonic() - t0, lines=lines,
                                mode=f"request {Path(path).name}" + (f", {len(lines)} lines sparse" if lines else ""),
-                               line_points=len(specs) + sum(len(line.values) for line in lines))
+                               line_points=len(dict.fromkeys(specs + line_points(lines))))
+
+
+def line_points(lines: list[plan.Line]) -> list[ConvSpec]:
+    """Every distinct shape of the lines (a shape on two lines once), in line order."""
+    return list(dict.fromkeys(s for line in lines for s in line.specs()))

@@ -304,15 +304,23 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     requests.write_request(tmp_path / "r.json", specs, {"device": None, "model": "m"})
     assert requests.read_request(tmp_path / "r.json") == specs
     good = json.loads((tmp_path / "r.json").read_text())
+    base = good["specs"][2]  # c_in 4 -> c_out 3
+    v2 = {**{k: v for k, v in good.items() if k != "specs"}, "latprof_request": 2}  # specs may be left out
     cases = {
         "not json {": "not valid JSON",
         json.dumps([1, 2]): "not a latprof request",
         json.dumps({**good, "latprof_request": 3}): "newer than this latprof",
-        json.dumps({**good, "lines": [{"base": good["specs"][0], "axis": "h", "values": [1, 3]}]}): "axis must be",
-        json.dumps({**good, "lines": [{"base": good["specs"][0], "axis": "c_out", "values": [1, 2]}]}):
+        json.dumps({**good, "lines": []}): "needs request format 2",
+        json.dumps({**v2, "lines": 5}): "must be a list of lines",
+        json.dumps({**v2, "lines": [{"base": base, "axis": "h", "values": [1, 3]}]}): "axis must be",
+        json.dumps({**v2, "lines": [{"base": base, "axis": "c_out", "values": [1, 2]}]}):
             "must be the base shape's own count",
-        json.dumps({**good, "lines": [{"base": good["specs"][0], "axis": "c_out", "values": [3, 1]}]}):
-            "ascending distinct",
+        json.dumps({**v2, "lines": [{"base": base, "axis": "c_out", "values": [3, 1]}]}): "ascending distinct",
+        json.dumps({**v2, "lines": [{"base": base, "axis": "c", "values": [1, 3]}]}): "axis c is for depthwise",
+        json.dumps({**v2, "lines": [{"base": {**base, "c_in": 4, "c_out": 4, "groups": 2}, "axis": "c_out",
+                                     "values": [1, 4]}]}): "line #1: .*divisible",
+        json.dumps({**v2, "lines": [{"base": {**base, "c_out": 0}, "axis": "c_out", "values": [1, 3]}]}):
+            "line #1 base",
         json.dumps({**good, "latprof_request": "1"}): "positive integer",
         json.dumps({**good, "specs": {"a": 1}}): "must be a list",
         json.dumps({**good, "specs": [{**good["specs"][0], "colour": 1}]}): "unknown fields colour",
@@ -330,6 +338,8 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     assert r.exit_code == 1 and "c_out must be >= 1" in r.output and "Traceback" not in r.output
     r = cli("sweep", "--request", tmp_path / "r.json", "--model", "resnet20_cifar10", *QUICK)
     assert r.exit_code == 1 and "leave out --model" in r.output
+    r = cli("sweep", "--request", tmp_path / "r.json", "--dense", *QUICK)
+    assert r.exit_code == 1 and "--dense and --every apply to model sweeps" in r.output
     other = {"kind": "cuda", "name": "NVIDIA TITAN RTX", "slug": "titanrtx"}
     requests.write_request(tmp_path / "gpu.json", specs, {"device": other})
     r = cli("sweep", "--request", tmp_path / "gpu.json", *QUICK)
