@@ -65,7 +65,8 @@ def recovered(edge: int, other: tuple[int, ...]) -> bool:
     return any(abs(edge - f) <= 1 for f in other)
 
 
-def run_model(model: str, batch: int, work: Path, protocol: Protocol, sparse_full: bool = False) -> dict:
+def run_model(model: str, batch: int, work: Path, protocol: Protocol, sparse_full: bool = False,
+              tune_sampler: bool = False) -> dict:
     out = {}
     modes = SWEEPS + (("sparse_full",) if sparse_full else ())
     for mode in modes:
@@ -75,16 +76,21 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol, sparse_ful
         s = sweep.run(cfg)
         rows = len(tbl.read(cfg.out).df)
         timing = cfg.out.with_suffix(".seconds.json")  # the sweep's time, summed over resumed runs
-        before = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0, "measured": 0}
+        kept = json.loads(timing.read_text()) if timing.exists() else None
         if s.measured:
-            timing.write_text(json.dumps({"seconds": round(before["seconds"] + s.seconds, 1),
-                                          "measured": before["measured"] + s.measured}))
-        seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
-        out[mode] = {"measured": rows, "seconds": seconds}
-    lines = model_lines(model, batch)
+            kept = {"seconds": round((kept or {}).get("seconds", 0.0) + s.seconds, 1),
+                    "measured": (kept or {}).get("measured", 0) + s.measured}
+            timing.write_text(json.dumps(kept))
+        out[mode] = {"measured": rows, "seconds": kept["seconds"] if kept else None}
+    net, size = models.load(model)
+    lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
+                             backend="cpu")
     tables = {mode: tbl.read(work / f"{model}_{mode}.parquet") for mode in modes}
     fitted = compare(lines, {m: steps.TableIndex(t) for m, t in tables.items()}, replay=True)
+    pairs = fitted.pop("dense_pairs")
     dropped = compare(lines, {m: steps.TableIndex(t, drop_noisy=True) for m, t in tables.items()}, replay=False)
+    if tune_sampler:
+        out["sampler_variants"] = tune(pairs)
     dense_n = out["dense"]["measured"]
     out.update({
         "model": model, "batch": batch, "lines": len(lines),
@@ -108,13 +114,14 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
     by_bin = {k: [0] * (len(STEP_BINS) - 1) for k in (*kinds, "edges")}
     dense_edges = replay_points = line_points = confirmed = 0
     found_confirmed = {k: 0 for k in kinds if k != "dense2"}
-    per_line, skipped = [], []
+    per_line, skipped, pairs = [], [], []
     for line in lines:
         fits = {m: steps.fit_line(i, line) for m, i in idx.items()}
         if any(f.missing for f in fits.values()):  # e.g. a sweep in --work that was cut short
             skipped.append(line.label())
             continue
         s, d, d2 = (fits[m] for m in SWEEPS)
+        pairs.append((d, d2))
         others = {"sparse": s.fit.edges, "dense2": d2.fit.edges}
         if "sparse_full" in fits:
             others["sparse_full"] = fits["sparse_full"].fit.edges
@@ -142,7 +149,7 @@ def compare(lines: list[plan.Line], idx: dict, replay: bool) -> dict:
            **{f"{k}_recall_confirmed": found_confirmed[k] / confirmed if confirmed else 1.0 for k in found_confirmed},
            "recall_by_step": {bin_label(i): {"edges": by_bin["edges"][i], **{k: by_bin[k][i] for k in kinds}}
                               for i in range(len(STEP_BINS) - 1)},
-           "per_line": per_line, "lines_skipped": skipped}
+           "per_line": per_line, "lines_skipped": skipped, "dense_pairs": pairs}
     if replay:  # a count shared by two lines is a point of each (table rows count it once)
         out["replay_share"] = replay_points / line_points
     return out
@@ -157,17 +164,14 @@ def replay_edges(dense: steps.LineFit, **sampler_kw) -> tuple[int, tuple[int, ..
         sampler.feed({p: value[dense.channels[p - 1]] for p in points})
     got = sampler.measured
     chans = [dense.channels[p - 1] for p in sorted(got)]
-    flags = [excluded[c] for c in chans]
     fit = fit_steps(chans, [got[p] for p in sorted(got)], noise_rel=steps.FIT_NOISE_REL,
-                    flagged=None if all(flags) else flags)
+                    flagged=steps.fit_flags([excluded[c] for c in chans]))
     return len(got), fit.edges
 
 
-def tune(model: str, batch: int, work: Path) -> list[dict]:
-    """Replay each of SAMPLER_VARIANTS on the first dense sweep: points, recall, precision."""
-    first, second = (steps.TableIndex(tbl.read(work / f"{model}_{m}.parquet")) for m in ("dense", "dense2"))
-    fits = [(steps.fit_line(first, line), steps.fit_line(second, line)) for line in model_lines(model, batch)]
-    fits = [(d, d2) for d, d2 in fits if not (d.missing or d2.missing)]
+def tune(fits: list[tuple[steps.LineFit, steps.LineFit]]) -> list[dict]:
+    """Replay each of SAMPLER_VARIANTS on the first dense sweep's fitted lines (paired with the
+    second dense sweep's, for the confirmed edges): points, recall, precision."""
     rows = []
     for kw in SAMPLER_VARIANTS:
         n = {"points": 0, "dense_points": 0, "edges": 0, "hits": 0, "confirmed": 0, "hits_confirmed": 0,
@@ -189,12 +193,6 @@ def tune(model: str, batch: int, work: Path) -> list[dict]:
                      "recall_confirmed": n["hits_confirmed"] / n["confirmed"] if n["confirmed"] else 1.0,
                      "precision": 1 - n["false"] / max(n["found"], 1)})
     return rows
-
-
-def model_lines(model: str, batch: int) -> list[plan.Line]:
-    net, size = models.load(model)
-    return plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
-                            backend="cpu")
 
 
 def pct(n: int, d: int) -> str:
@@ -280,9 +278,8 @@ def main() -> int:
     args = ap.parse_args()
     protocol = Protocol() if args.full_protocol else Protocol.quick()
     work = args.work or Path(tempfile.mkdtemp(prefix="latprof-steps-bench-"))
-    results = [run_model(m, MODELS.get(m, 1), work, protocol, args.sparse_full) for m in args.models.split(",")]
-    for r in results if args.tune else ():
-        r["sampler_variants"] = tune(r["model"], r["batch"], work)
+    results = [run_model(m, MODELS.get(m, 1), work, protocol, args.sparse_full, args.tune)
+               for m in args.models.split(",")]
     meta = tbl.read(work / f"{results[0]['model']}_dense.parquet").meta
     report = {
         "command": "python bench/steps_bench.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]),

@@ -60,7 +60,7 @@ def tables_diff(a, b, plot_path, ignore, tolerance, no_edges):
 def tables_request(model, batch, dtype, layout, backend, tile, input_size, table_ref, missing_lines, sparse, out):
     """Write the shapes a model needs that a table lacks, for the lab that has the device."""
     import latprof
-    from latprof import request as requests, share
+    from latprof import plan, request as requests, share
 
     t = share.open_table(table_ref) if table_ref else None
     if backend is None:
@@ -79,7 +79,7 @@ def tables_request(model, batch, dtype, layout, backend, tile, input_size, table
         "table": table_ref, "table_content_hash": t.meta.get("content_hash") if t is not None else None,
         "latprof_version": latprof.__version__}, lines)
     where = f"{device.get('name')}" if device else "the target device (not named: no --table)"
-    what = (f"{len(lines)} lines (of up to {len(requests.line_points(lines))} shapes, sampled sparsely)"
+    what = (f"{len(lines)} lines (of up to {len(plan.line_specs(lines))} shapes, sampled sparsely)"
             if sparse else f"{len(specs)} shapes")
     click.echo(f"request  {out}: {what} of {model} (batch {batch} {dtype} {layout} {backend}) "
                f"{'the table lacks' if t is not None else 'in all'}")

@@ -130,7 +130,7 @@ def _diff_frame(t: tbl.LatencyTable, keys: list[str], name: str) -> pd.DataFrame
     out = df[keys + [k for k in KEY_FIELDS if k not in keys]].copy()
     out["lat"] = df["latency_norm_us_p50"].astype(float)
     out["flag"] = (df["flag_noisy"] | df["flag_drift"] | df["flag_throttled"]).astype(bool)  # shown
-    out["excluded"] = df["flag_throttled"].astype(bool)  # left out of the fit, as in `steps.TableIndex`
+    out["excluded"] = steps.excluded_rows(df)  # left out of the fit, as by `latprof steps`
     dups = int(out.duplicated(subset=keys).sum())
     if dups:
         raise LatprofError(f"{name}: {dups} rows share a shape once {', '.join(set(KEY_FIELDS) - set(keys))} "
@@ -157,9 +157,7 @@ def _line_diff(g: pd.DataFrame, keys: list[str], axis: str, tolerance: int) -> L
     line = plan.Line(base, axis, tuple(channels))
     fits = []
     for side in ("a", "b"):
-        flags = g[f"excluded_{side}"].to_numpy(dtype=bool).copy()
-        if flags.all():  # every point excluded: fit them anyway, as `steps.fit_line` does
-            flags[:] = False
+        flags = steps.fit_flags(g[f"excluded_{side}"])
         fits.append(fit_steps(channels, g[f"latency_{side}_us"].to_numpy(float), flagged=flags,
                               noise_rel=steps.FIT_NOISE_REL))
     fa, fb = fits

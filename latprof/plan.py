@@ -45,6 +45,11 @@ class Line:
         return f"{self.axis} 1..{self.full} of {self.base.label()}"
 
 
+def line_specs(lines: list[Line]) -> list[ConvSpec]:
+    """Every distinct shape of the lines, in line order (a shape on two lines once)."""
+    return list(dict.fromkeys(s for line in lines for s in line.specs()))
+
+
 def channel_values(full: int, every: int = 1, step: int = 1) -> tuple[int, ...]:
     """Counts 1..full that are multiples of `step` (group size); with `every` > 1 a coarse grid
     of every `every`-th count, always keeping the smallest and the full count."""

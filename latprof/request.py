@@ -45,7 +45,7 @@ def request_for_model(table: tbl.LatencyTable | None, model: str, batch: int, dt
     lines = missing_lines(table if missing_lines_only else None, model, batch, dtype, backend, layout, tile=tile,
                           input_size=input_size)
     have = table.keys() if table is not None else set()
-    return [s for s in dict.fromkeys(s for line in lines for s in line.specs()) if s.key() not in have]
+    return [s for s in plan.line_specs(lines) if s.key() not in have]
 
 
 def missing_lines(table: tbl.LatencyTable | None, model: str, batch: int, dtype: str, backend: str,
@@ -66,9 +66,9 @@ def write_request(path: str | Path, specs: list[ConvSpec], meta: dict, lines: li
     `lines`, format 2: also `"lines": [{"base": row, "axis": "c_out", "values": [...]}, ...]`,
     which `sweep --request` samples sparsely, as a model sweep does."""
     path = Path(path)
-    head = {"latprof_request": REQUEST_VERSION if lines else 1, "device": meta.get("device"), "created_at": tbl.now_iso(),
-            **{k: v for k, v in meta.items() if k not in ("device", "latprof_request", "count", "line_count", "specs",
-                                                        "lines")},
+    own = ("device", "latprof_request", "count", "line_count", "specs", "lines")
+    head = {"latprof_request": REQUEST_VERSION if lines else 1, "device": meta.get("device"),
+            "created_at": tbl.now_iso(), **{k: v for k, v in meta.items() if k not in own},
             "count": len(specs), **({"line_count": len(lines)} if lines else {})}
     out = ["{"] + [f" {json.dumps(k)}: {json.dumps(v, default=str)}," for k, v in head.items()]
     if lines:
@@ -222,9 +222,4 @@ def sweep_request(path: str | Path, cfg):
                                skipped=result.skipped, left=len(result.left), noisy=result.noisy,
                                drifted=result.drifted, seconds=time.monotonic() - t0, lines=lines,
                                mode=f"request {Path(path).name}" + (f", {len(lines)} lines sparse" if lines else ""),
-                               line_points=len(dict.fromkeys(specs + line_points(lines))))
-
-
-def line_points(lines: list[plan.Line]) -> list[ConvSpec]:
-    """Every distinct shape of the lines (a shape on two lines once), in line order."""
-    return list(dict.fromkeys(s for line in lines for s in line.specs()))
+                               line_points=len(dict.fromkeys(specs + plan.line_specs(lines))))

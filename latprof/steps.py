@@ -39,7 +39,7 @@ class LineFit:
     line: plan.Line
     channels: tuple[int, ...]       # measured counts on the line, ascending
     latency_us: tuple[float, ...]   # drift-normalised medians
-    excluded: tuple[bool, ...]      # left out of the fit (see TableIndex; all False if all were)
+    excluded: tuple[bool, ...]      # left out of the fit (`excluded_rows`, `fit_flags`)
     noisy: tuple[bool, ...]         # flag_noisy rows (fitted unless excluded)
     fit: StepFit | None             # None when the line is missing
 
@@ -60,11 +60,11 @@ class LineFit:
         return self.fit.segments[-1].level if c > self.fit.segments[-1].end else self.fit.segments[0].level
 
 
-class TableIndex:
-    """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy) for one raw table.
+def excluded_rows(df: pd.DataFrame, drop_noisy: bool = False) -> np.ndarray:
+    """Which rows of a raw table stay out of a step fit (the one rule `steps` and `diff` use).
 
-    Excluded from the fit: rows measured on a throttling GPU, and with ``drop_noisy`` rows
-    flagged `flag_noisy` too. By default noisy rows (median still uncertain when the
+    Excluded: rows measured on a throttling GPU, and with ``drop_noisy`` rows flagged
+    `flag_noisy` too. By default noisy rows (median still uncertain when the
     protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
     normalised latency is what corrects the drift): the fitter pools every plateau's
     points, so one uncertain median costs little, while a hole in a line costs an edge.
@@ -73,13 +73,26 @@ class TableIndex:
     `bench/steps_bench.py` measures edge recall both ways (its table "The same sweeps with
     the rows flagged noisy left out of every fit").
     The noisy flag stays in the table and in the plots (hollow points)."""
+    return df["flag_throttled"].to_numpy(dtype=bool) | (df["flag_noisy"].to_numpy(dtype=bool) & drop_noisy)
+
+
+def fit_flags(excluded) -> np.ndarray:
+    """The points to leave out of a fit: `excluded`, unless that is every point; then none
+    (a fit of uncertain points says more than no fit)."""
+    flags = np.asarray(excluded, dtype=bool)
+    return np.zeros_like(flags) if flags.all() else flags
+
+
+class TableIndex:
+    """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy) for one raw table;
+    `excluded_rows` says which rows are excluded."""
 
     def __init__(self, table: LatencyTable, drop_noisy: bool = False):
         df = table.df
         keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
-        noisy = df["flag_noisy"].to_numpy(dtype=bool)
-        excluded = df["flag_throttled"].to_numpy(dtype=bool) | (noisy & drop_noisy)
-        self.values = dict(zip(keys, zip(df["latency_norm_us_p50"].astype(float), excluded, noisy)))
+        values = zip(df["latency_norm_us_p50"].astype(float), excluded_rows(df, drop_noisy),
+                     df["flag_noisy"].to_numpy(dtype=bool))
+        self.values = dict(zip(keys, values))
 
     def get(self, spec: ConvSpec):
         return self.values.get(spec.key())
@@ -94,10 +107,9 @@ def fit_line(index: TableIndex, line: plan.Line) -> LineFit:
     noisy = tuple(bool(v[2]) for _, v in got)
     if len(channels) < 2 or channels[-1] != line.full:
         return LineFit(line, channels, lat, excluded, noisy, None)
-    if all(excluded):  # every point excluded: fit them anyway rather than report nothing
-        excluded = (False,) * len(excluded)
-    fit = fit_steps(channels, lat, flagged=np.array(excluded), noise_rel=FIT_NOISE_REL)
-    return LineFit(line, channels, lat, excluded, noisy, fit)
+    flags = fit_flags(excluded)
+    fit = fit_steps(channels, lat, flagged=flags, noise_rel=FIT_NOISE_REL)
+    return LineFit(line, channels, lat, tuple(flags.tolist()), noisy, fit)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def run(cfg: SweepConfig) -> SweepSummary:
 
         cfg.tile = str(TileConfig.parse(cfg.tile))  # canonical text: one key per tile config
     lines = plan_lines(cfg, backend)
-    specs: list[ConvSpec] = list(dict.fromkeys(s for line in lines for s in line.specs()))
+    specs = plan.line_specs(lines)
     path = table_path(cfg, dev)
     clock = make_clock(dev, cfg)
     deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
