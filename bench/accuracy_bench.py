@@ -25,9 +25,13 @@ import torch
 
 from common import write_results
 
-from latprof import data, models, prune as pruning, sweep, table as tbl
-from latprof.timing import Protocol
-from latprof.train import eval_loader, evaluate, train
+from latprof import models
+from latprof.train import data as data
+from latprof.prune import pipeline as pruning
+from latprof.measure import sweep as sweep
+from latprof.tables import io as tbl
+from latprof.measure.timing import Protocol
+from latprof.train.loop import eval_loader, evaluate, train
 
 BUDGETS = {"dp": {}, "evo": dict(population=8, cycles=3, mutations=4, crossovers=4, parents=4),
            "abc": dict(sources=4, cycles=4), "ddpg": dict(episodes=16, warmup=6, updates=5)}

@@ -28,10 +28,17 @@ import numpy as np
 
 from common import write_results
 
-from latprof import env, graph as graphs, latmodel, models, prune as pruning, steps, surgery, sweep, table as tbl
-from latprof.device import cpu_device
-from latprof.modeltime import measure_models
-from latprof.timing import Clock, Protocol
+from latprof import env, models
+from latprof.prune import graph as graphs
+from latprof.prune import latmodel as latmodel
+from latprof.prune import pipeline as pruning
+from latprof.staircase import lines as steps
+from latprof.prune import surgery as surgery
+from latprof.measure import sweep as sweep
+from latprof.tables import io as tbl
+from latprof.measure.device import cpu_device
+from latprof.measure.scheduler import measure_models
+from latprof.measure.timing import Clock, Protocol
 
 MODELS = {"vgg16_cifar10": 8, "resnet18": 1, "mobilenet_v2": 1}
 
@@ -42,7 +49,7 @@ def accuracy(model: str, batch: int, work: Path, n_configs: int, protocol: Proto
     s = sweep.run(sweep.SweepConfig(model=model, batches=(batch,), out=path, protocol=protocol, progress=True))
     sweep_s = time.monotonic() - t0
     t = tbl.read(path)
-    ctx = steps.context(t)
+    ctx = tbl.context(t)
     net, size = models.load(model)
     g = graphs.analyse(copy.deepcopy(net), size)
     lm = latmodel.build(g, t, ctx)
@@ -69,13 +76,13 @@ def search_times(work: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from synthetic import model_table
     from latprof.search import run_search
-    from latprof.search.importance import option_values
+    from latprof.prune.importance import option_values
 
     path = model_table(work / "resnet50_synthetic.parquet", "resnet50", every=1, grid=True)
     t = tbl.read(path)
     net, size = models.load("resnet50")
     g = graphs.analyse(net, size)
-    lm = latmodel.build(g, t, steps.context(t))
+    lm = latmodel.build(g, t, tbl.context(t))
     values = [option_values(surgery.group_scores(g, grp, "l1"), o) for grp, o in zip(g.groups, lm.options)]
     problem = lm.problem(values, 0.6 * lm.predict(lm.full_counts()))
     out = {"groups": len(g.groups), "options": [len(o) for o in lm.options]}

@@ -37,10 +37,15 @@ from pathlib import Path
 
 from common import write_results
 
-from latprof import models, plan, steps, sweep, table as tbl
-from latprof.sparse import SparseLine
-from latprof.stepfit import StepFit, fit_steps
-from latprof.timing import Protocol
+from latprof import models
+from latprof.models import lines as plan
+from latprof.spec import Context
+from latprof.staircase import lines as steps
+from latprof.measure import sweep as sweep
+from latprof.tables import io as tbl
+from latprof.measure.sparse import SparseLine
+from latprof.staircase.fit import StepFit, fit_steps
+from latprof.measure.timing import Protocol
 
 MODELS = {"vgg16_cifar10": 8, "resnet18": 1}
 SWEEPS = ("sparse", "dense", "dense2")
@@ -82,9 +87,7 @@ def run_model(model: str, batch: int, work: Path, protocol: Protocol, sparse_ful
                     "measured": (kept or {}).get("measured", 0) + s.measured}
             timing.write_text(json.dumps(kept))
         out[mode] = {"measured": rows, "seconds": kept["seconds"] if kept else None}
-    net, size = models.load(model)
-    lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
-                             backend="cpu")
+    lines = plan.load_lines(model, Context(batch=batch))[1]
     tables = {mode: tbl.read(work / f"{model}_{mode}.parquet") for mode in modes}
     fitted = compare(lines, {m: steps.TableIndex(t) for m, t in tables.items()}, replay=True)
     pairs = fitted.pop("dense_pairs")

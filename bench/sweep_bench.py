@@ -21,9 +21,10 @@ import numpy as np
 
 from common import write_results
 
-from latprof import sweep, table as tbl
+from latprof.measure import sweep as sweep
+from latprof.tables import io as tbl
 from latprof.spec import KEY_FIELDS
-from latprof.timing import Protocol
+from latprof.measure.timing import Protocol
 
 
 def rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:

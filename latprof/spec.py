@@ -1,4 +1,5 @@
-"""What is measured: a frozen convolution spec, separate from what was observed (`Measurement`)."""
+"""The shared value types: what is measured (`ConvSpec`), the table rows a model is read from
+(`Context`), and what was observed (`Measurement`)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,64 @@ KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConvSpec)
 def _py(value):
     """numpy scalars from a DataFrame row back to plain Python values."""
     return value.item() if hasattr(value, "item") else value
+
+
+@dataclass(frozen=True)
+class Context:
+    """The measurement conditions a model is swept, read or priced under: one (batch, dtype,
+    layout, backend, tile) combination of a table. Travels as one value instead of five arguments."""
+
+    batch: int = 1
+    dtype: str = "float32"
+    layout: str = "nchw"
+    backend: str = "cpu"
+    tile: str = ""
+
+    def apply(self, spec: ConvSpec) -> ConvSpec:
+        """`spec` (a layer's own shape) under these conditions."""
+        return spec.replace(batch=self.batch, dtype=self.dtype, layout=self.layout, backend=self.backend,
+                            tile=self.tile)
+
+    def label(self) -> str:
+        tile = f" tile {self.tile}" if self.tile else ""
+        return f"batch {self.batch} {self.dtype} {self.layout} {self.backend}{tile}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one shape's samples showed: the measurement columns of a table row
+    (`tables.io.MEASUREMENT_COLUMNS` declares their types and meaning; a test keeps the two equal).
+    Latencies are per call, in microseconds."""
+
+    latency_us_p50: float
+    latency_us_p10: float
+    latency_us_p25: float
+    latency_us_p75: float
+    latency_us_p90: float
+    latency_us_min: float
+    latency_us_mean: float
+    rel_iqr: float
+    latency_norm_us_p50: float
+    latency_norm_us_p25: float
+    latency_norm_us_p75: float
+    rel_iqr_norm: float
+    ref_us_p50: float
+    ref_baseline_us: float
+    ref_drift_rel: float
+    n_samples: int
+    inner_reps: int
+    threads: int
+    macs: int
+    flag_noisy: bool
+    flag_drift: bool
+    flag_throttled: bool
+    algo: str
+    gpu_clock_mhz: float | None
+    gpu_temp_c: float | None
+    measured_at: str
+    host: str
+    session: str
+
+    def row(self, spec: ConvSpec) -> dict:
+        """The table row: the spec's key fields, then these columns."""
+        return {**spec.to_row(), **dataclasses.asdict(self)}

@@ -1,4 +1,4 @@
-"""Channel-count searchers and importance criteria (plug-ins keyed by name).
+"""Channel-count searchers and the search problem (plug-ins keyed by name).
 
 Searchers (``SEARCHERS``, run with ``run_search``) choose how many channels each group keeps,
 maximising retained importance (or a given fitness) with predicted latency ``<= target``:
@@ -8,9 +8,8 @@ maximising retained importance (or a given fitness) with predicted latency ``<= 
 - ``abc``: ABCPruner-style artificial bee colony, any structure (``abc.py``);
 - ``ddpg``: LAP-style layer-by-layer DDPG agent with latency sensitivity from the table (``ddpg.py``).
 
-Importance criteria (``IMPORTANCE`` in ``importance.py``) decide which channels go. They need
-torch, so they are loaded on first use of ``latprof.search.IMPORTANCE`` / ``option_values``;
-the searchers need only numpy.
+Which channels go is not the searchers' business: importance criteria live in
+``latprof.prune.importance``. The searchers need only numpy.
 
 Adding a searcher: write ``search_<name>(problem, *, seed=0, fitness=None, **params)`` returning
 a ``SearchResult`` within the target, and add it to ``SEARCHERS``.
@@ -34,8 +33,7 @@ from .problem import Problem, Term
 SEARCHERS: dict[str, Callable[..., SearchResult]] = {"dp": search_dp, "evo": search_evo, "abc": search_abc,
                                                      "ddpg": search_ddpg}
 
-__all__ = ["SEARCHERS", "IMPORTANCE", "Problem", "SearchResult", "Term", "exhaustive",
-           "option_values", "run_search", "search_abc", "search_ddpg", "search_dp", "search_evo"]
+__all__ = ["SEARCHERS", "Problem", "SearchResult", "Term", "exhaustive", "run_search", "search_abc", "search_ddpg", "search_dp", "search_evo"]
 
 
 def run_search(name: str, problem: Problem, *, seed: int = 0, fitness: Fitness | None = None,
@@ -57,9 +55,3 @@ def run_search(name: str, problem: Problem, *, seed: int = 0, fitness: Fitness |
     assert problem.feasible(result.choice), f"internal: {name} returned a configuration over target"
     return result
 
-
-def __getattr__(name: str):
-    if name in ("IMPORTANCE", "option_values"):
-        from . import importance
-        return getattr(importance, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,8 +39,8 @@ def cli(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def small_table(tmp_path_factory):
     """A real CPU table of 6 tiny shapes, measured once per test session with the quick protocol."""
-    from latprof import sweep
-    from latprof.timing import Protocol
+    from latprof.measure import sweep as sweep
+    from latprof.measure.timing import Protocol
 
     path = tmp_path_factory.mktemp("tables") / "small.parquet"
     cfg = sweep.SweepConfig(grid=dict(cin=[4], cout=[4, 8, 12], hw=[8], kernel=[1, 3], stride=[1], groups=[1]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from latprof.timing import Clock
+from latprof.measure.timing import Clock
 
 
 class SimRunner:

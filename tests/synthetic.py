@@ -6,8 +6,10 @@ import math
 
 import pandas as pd
 
-from latprof import models, plan, table as tbl
-from latprof.spec import ConvSpec
+from latprof import models
+from latprof.models import lines as plan
+from latprof.tables import io as tbl
+from latprof.spec import Context, ConvSpec
 
 META = {"device": {"kind": "cpu", "name": "Synthetic CPU", "slug": "cpu-synthetic"}, "versions": {},
         "protocol": {}, "host": "synthetic", "reference": {"workload": "none", "baseline_us": 1.0}}
@@ -34,18 +36,17 @@ def model_table(path, model: str, batch: int = 1, latency=staircase_us, extra_sp
                 every: int = 1, grid: bool = False, meta=None, input_size=None):
     """A table of every line of `model` (minus the last `drop_lines` lines), every `every`-th
     count; with `grid`, also the (c_in, c_out) pairs pruning looks up, as a sweep measures them."""
-    from latprof import steps
+    from latprof.staircase import lines as steps
+    from latprof.staircase import options
 
-    net, size = models.load(model, input_size)
-    lines = plan.model_lines(models.conv_layers(net, size), batch=batch, dtype="float32", layout="nchw",
-                             backend="cpu", every=every)
+    lines = plan.load_lines(model, Context(batch=batch), input_size=input_size, every=every)[1]
     if drop_lines:
         lines = lines[:-drop_lines]
     specs = list(dict.fromkeys([s for line in lines for s in line.specs()] + list(extra_specs)))
     t = tbl.LatencyTable(pd.DataFrame([row(s, latency(s)) for s in specs]), dict(meta or META))
     if grid:
         index = steps.TableIndex(t)
-        pairs = steps.grid_pairs([steps.fit_line(index, line) for line in lines])
+        pairs = options.grid_pairs([steps.fit_line(index, line) for line in lines])
         t.df = tbl.upsert(t.df, pd.DataFrame([row(s, latency(s)) for s in pairs]))
     tbl.write(path, t)
     return path

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from latprof import table as tbl
+from latprof.tables import io as tbl
 from latprof.spec import KEY_FIELDS
 
 GRID = ["sweep", "--cin", "4", "--cout", "2-12:2", "--hw", "6", "--quick", "--no-progress"]

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from latprof import data, graph as graphs, models, surgery
-from latprof.accfit import accuracy_fitness
+from latprof import models
+from latprof.train import data as data
+from latprof.prune import graph as graphs
+from latprof.prune import surgery as surgery
+from latprof.prune.accfit import accuracy_fitness
 from latprof.errors import LatprofError
-from latprof.train import eval_loader, evaluate, train
+from latprof.train.loop import eval_loader, evaluate, train
 
 # small_cifar10 trained 4 epochs on digits at 16x16 (lr 0.05 then 0.005 in the last epoch, batch 64):
 # about 5 s on the 2-core CPU (torch 2.14), val 0.979 and test 0.980 there; asserted with a margin.

@@ -1,6 +1,9 @@
 import pytest
 
-from latprof import models, plan
+from latprof import models
+from latprof.measure import plan as grids
+from latprof.models import lines as plan
+from latprof.spec import Context
 from latprof.errors import LatprofError
 
 
@@ -9,13 +12,13 @@ from latprof.errors import LatprofError
     ("1-3,8,6-10:2", [1, 2, 3, 6, 8, 10]),
 ])
 def test_parse_values(text, values):
-    assert plan.parse_values(text, "cin") == values
+    assert grids.parse_values(text, "cin") == values
 
 
 @pytest.mark.parametrize("text", ["", "a", "4-2", "1-8:0", "1..8"])
 def test_parse_values_rejects(text):
     with pytest.raises(LatprofError, match="--cin"):
-        plan.parse_values(text, "cin")
+        grids.parse_values(text, "cin")
 
 
 def test_channel_values_dense_coarse_and_grouped():
@@ -27,7 +30,7 @@ def test_channel_values_dense_coarse_and_grouped():
 def test_vgg_cifar_lines_share_identical_shapes():
     net, size = models.load("vgg16_cifar10")
     layers = models.conv_layers(net, size)
-    lines = plan.model_lines(layers, batch=8, dtype="float32", layout="nchw", backend="cpu")
+    lines = plan.model_lines(layers, Context(batch=8))
     # 13 convs but only 9 distinct shapes (the repeated 3x3 convs at one resolution), two lines each
     assert len(layers) == 13
     assert len(lines) == 2 * 9
@@ -43,7 +46,7 @@ def test_vgg_cifar_lines_share_identical_shapes():
 def test_depthwise_layers_get_one_line_moving_all_three():
     net, size = models.load("mobilenet_v2")
     layers = models.conv_layers(net, size)
-    lines = plan.model_lines(layers, batch=1, dtype="float32", layout="nchw", backend="cpu", every=8)
+    lines = plan.model_lines(layers, Context(batch=1), every=8)
     dw = [line for line in lines if line.axis == "c"]
     assert dw
     spec = dw[0].spec_at(24)
@@ -51,17 +54,17 @@ def test_depthwise_layers_get_one_line_moving_all_three():
 
 
 def test_grid_and_shards_partition_it():
-    specs = plan.grid_specs(cin=[4, 6], cout=[4, 8], hw=[8], kernel=[1, 3], stride=[1], groups=[1, 2],
+    specs = grids.grid_specs(cin=[4, 6], cout=[4, 8], hw=[8], kernel=[1, 3], stride=[1], groups=[1, 2],
                             batch=1, dtype="float32", layout="nchw", backend="cpu")
     assert len(specs) == 2 * 2 * 2 * 2
-    parts = [plan.shard(specs, i, 3) for i in (1, 2, 3)]
+    parts = [grids.shard(specs, i, 3) for i in (1, 2, 3)]
     assert sorted(s for p in parts for s in p) == sorted(specs)
-    assert plan.parse_shard("2/3") == (2, 3)
+    assert grids.parse_shard("2/3") == (2, 3)
     with pytest.raises(LatprofError):
-        plan.parse_shard("4/3")
+        grids.parse_shard("4/3")
 
 
 def test_empty_grid_is_a_user_error():
     with pytest.raises(LatprofError, match="grid is empty"):
-        plan.grid_specs(cin=[3], cout=[5], hw=[8], kernel=[3], stride=[1], groups=[2],
+        grids.grid_specs(cin=[3], cout=[5], hw=[8], kernel=[3], stride=[1], groups=[2],
                         batch=1, dtype="float32", layout="nchw", backend="cpu")

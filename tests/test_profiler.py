@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from latprof import device, table as tbl
-from latprof.profiler import Profiler
+from latprof.measure import device as device
+from latprof.tables import io as tbl
+from latprof.measure.scheduler import Profiler
 from latprof.spec import ConvSpec
-from latprof.store import TableStore
-from latprof.timing import Protocol
+from latprof.tables.store import TableStore
+from latprof.measure.timing import Protocol
 from simulate import SimClock, SimRunner
 
 PROTOCOL = Protocol(warmup_s=0.001, min_samples=7, max_samples=25, shape_budget_s=10.0, ref_interval_s=0.01,

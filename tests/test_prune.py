@@ -3,7 +3,13 @@ import copy
 import pytest
 import torch
 
-from latprof import graph as graphs, latmodel, models, prune as pruning, steps, surgery, table as tbl
+from latprof import models
+from latprof.prune import graph as graphs
+from latprof.prune import latmodel as latmodel
+from latprof.prune import pipeline as pruning
+from latprof.staircase import lines as steps
+from latprof.prune import surgery as surgery
+from latprof.tables import io as tbl
 from latprof.errors import LatprofError
 from synthetic import META, model_table
 
@@ -69,12 +75,12 @@ def test_evo_and_abc_never_exceed_the_target(tables, tmp_path, algo, seed):
 
 def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
     from latprof.search import run_search
-    from latprof.search.importance import option_values
+    from latprof.prune.importance import option_values
 
     net, size = models.load("vgg16_cifar10")
     t = tbl.read(tables["vgg16_cifar10"])
     g = graphs.analyse(net, size)
-    lm = latmodel.build(g, t, steps.context(t))
+    lm = latmodel.build(g, t, tbl.context(t))
     values = [option_values(surgery.group_scores(g, grp, "l1"), o) for grp, o in zip(g.groups, lm.options)]
     problem = lm.problem(values, 0.5 * lm.predict(lm.full_counts()))
     best = run_search("dp", problem)
@@ -85,7 +91,7 @@ def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
 
 
 def test_missing_shapes_fail_with_a_request_file(tables, tmp_path):
-    from latprof import request as requests
+    from latprof.tables import request as requests
 
     path = model_table(tmp_path / "nogrid.parquet", "vgg16_cifar10", every=1, grid=False)
     with pytest.raises(LatprofError, match="lacks .* shape") as err:
@@ -129,8 +135,8 @@ def test_prune_cli_report_json_plot_and_compare(cli, tables, tmp_path):
 @pytest.fixture(scope="module")
 def trained_digits(tmp_path_factory):
     """small_cifar10 trained on the bundled digits at 16x16, saved, with a synthetic table."""
-    from latprof import data
-    from latprof.train import evaluate, eval_loader, train
+    from latprof.train import data as data
+    from latprof.train.loop import evaluate, eval_loader, train
 
     root = tmp_path_factory.mktemp("acc")
     splits = data.load("digits", image_size=16)
@@ -153,7 +159,7 @@ def test_accuracy_in_the_loop_then_finetune_stays_close(trained_digits, tmp_path
     """Prune the trained CNN to 60% of its table latency, each candidate scored by validation
     accuracy after brief training, fine-tune briefly: the pruned model stays within 5 points
     of the unpruned one on the test split."""
-    from latprof.train import evaluate, eval_loader, train
+    from latprof.train.loop import evaluate, eval_loader, train
 
     model, table, splits, base_acc = trained_digits
     assert base_acc >= 0.9

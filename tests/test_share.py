@@ -13,7 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from latprof import request as requests, share, table as tbl
+from latprof.tables import request as requests
+from latprof.spec import Context
+from latprof.staircase import diff
+from latprof.staircase import lines as need
+from latprof.tables import remote, upgrade
+from latprof.tables import io as tbl
 from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS, ConvSpec
 from synthetic import META, row, staircase_us
@@ -121,9 +126,9 @@ def test_missing_lines_only_skips_lines_the_table_can_fit(tmp_path):
                                                                    kernel_w=1, pad_h=0, pad_w=0)
     held = [conv1, conv1.replace(c_out=1), conv1.replace(c_in=1), conv2, conv2.replace(c_out=1)]
     t = tbl.LatencyTable(pd.DataFrame([row(s, staircase_us(s)) for s in held]), dict(META))
-    dense = requests.request_for_model(t, model, 1, "float32", "cpu", "nchw")
+    dense = need.missing_specs(t, model, Context())
     assert len(dense) == NET_DENSE - len(held)
-    lines = requests.request_for_model(t, model, 1, "float32", "cpu", "nchw", missing_lines_only=True)
+    lines = need.missing_specs(t, model, Context(), missing_lines_only=True)
     assert lines == [conv2.replace(c_in=c) for c in range(1, 8)]
 
 
@@ -167,33 +172,33 @@ def _tampered(src, dst):
 def test_tampered_or_corrupted_downloads_fail_and_leave_no_cached_copy(cli, tmp_path, small_table, cache):
     bad = _tampered(small_table, tmp_path / "tampered.parquet")
     with pytest.raises(LatprofError, match="content hash"):
-        share.open_table(bad.as_uri())
+        remote.open_table(bad.as_uri())
     assert cached_files(cache) == []
     r = cli("tables", "fetch", bad.as_uri())
     assert r.exit_code == 1 and "removed from the cache" in r.output and "Traceback" not in r.output
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(small_table.read_bytes()[:-100])
     with pytest.raises(LatprofError, match="truncated"):
-        share.resolve_table(cut.as_uri())
+        remote.resolve_table(cut.as_uri())
     assert cached_files(cache) == []
     # a good download, then its cached copy damaged: refused, removed, fetched again next time
     good = small_table.as_uri()
-    path = share.resolve_table(good)
+    path = remote.resolve_table(good)
     assert path.parent == cache / "tables" and path.name.endswith("-small.parquet")
     _tampered(small_table, path)
     with pytest.raises(LatprofError, match="content hash"):
-        share.open_table(good)
+        remote.open_table(good)
     assert not path.exists()
-    assert share.open_table(good).meta["content_hash"] == tbl.read(small_table).meta["content_hash"]
+    assert remote.open_table(good).meta["content_hash"] == tbl.read(small_table).meta["content_hash"]
 
 
 def test_missing_url_and_unknown_protocol(tmp_path, cache):
     with pytest.raises(LatprofError, match="does not exist"):
-        share.resolve_table((tmp_path / "nothere.parquet").as_uri())
+        remote.resolve_table((tmp_path / "nothere.parquet").as_uri())
     with pytest.raises(LatprofError, match="nosuchproto"):
-        share.resolve_table("nosuchproto://x/t.parquet")
+        remote.resolve_table("nosuchproto://x/t.parquet")
     assert cached_files(cache) == []
-    assert share.resolve_table("tables/local.parquet") == share.Path("tables/local.parquet")
+    assert remote.resolve_table("tables/local.parquet") == remote.Path("tables/local.parquet")
 
 
 @pytest.fixture
@@ -221,19 +226,19 @@ def http_server(small_table):
 
 def test_http_table_is_downloaded_once_then_read_from_the_cache(cli, http_server, small_table, monkeypatch):
     base, hits = http_server
-    monkeypatch.setattr(share, "_have_aiohttp", lambda: False)  # the urllib path, whatever is installed
+    monkeypatch.setattr(remote, "_have_aiohttp", lambda: False)  # the urllib path, whatever is installed
     url = f"{base}/{small_table.name}"
-    first = share.open_table(url)
+    first = remote.open_table(url)
     assert hits == [f"/{small_table.name}"]
     assert first.meta["content_hash"] == tbl.read(small_table).meta["content_hash"]
-    share.open_table(url)
+    remote.open_table(url)
     r = cli("tables", "diff", url, small_table)
     assert r.exit_code == 0 and "6 shapes in both, 0 only in A, 0 only in B" in r.output
     assert len(hits) == 1  # the second and third reads came from the cache
-    share.open_table(url, refresh=True)
+    remote.open_table(url, refresh=True)
     assert len(hits) == 2
     with pytest.raises(LatprofError, match="HTTP 404"):
-        share.open_table(f"{base}/nothere.parquet")
+        remote.open_table(f"{base}/nothere.parquet")
 
 
 # --- diff ---------------------------------------------------------------------------------
@@ -264,7 +269,7 @@ def _pair(tmp_path, backend_b="cpu"):
 
 def test_diff_reports_coverage_ratios_and_the_moved_edge(cli, tmp_path):
     pa_, pb, n = _pair(tmp_path)
-    d = share.diff_tables(tbl.read(pa_), tbl.read(pb))
+    d = diff.diff_tables(tbl.read(pa_), tbl.read(pb))
     assert (len(d.common), len(d.only_a), len(d.only_b)) == (n, 1, 1)
     assert d.ratio_quantile(0.5) == pytest.approx(1.5)
     assert d.ratio_quantile(0.1) == pytest.approx(1.5) and d.ratio_quantile(0.9) == pytest.approx(1.5)
@@ -291,10 +296,10 @@ def test_diff_across_backends_needs_ignore(cli, tmp_path):
     assert f"{n} shapes in both" in r.output and "median 1.500" in r.output
     r = cli("tables", "diff", pa_, pb, "--ignore", "backend", "--no-edges")
     assert "median 1.500" in r.output and "not compared" in r.output
-    d = share.diff_tables(tbl.read(pa_), tbl.read(pb), ignore=("backend",))
+    d = diff.diff_tables(tbl.read(pa_), tbl.read(pb), ignore=("backend",))
     assert all(line.line.base.backend == "cpu" for line in d.lines)  # lines are labelled with A's fields
     with pytest.raises(LatprofError, match="cannot ignore c_out"):
-        share.diff_tables(tbl.read(pa_), tbl.read(pb), ignore=("c_out",))
+        diff.diff_tables(tbl.read(pa_), tbl.read(pb), ignore=("c_out",))
 
 
 # --- request files ------------------------------------------------------------------------
@@ -337,7 +342,7 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     r = cli("sweep", "--request", tmp_path / "bad.json", *QUICK)
     assert r.exit_code == 1 and "c_out must be >= 1" in r.output and "Traceback" not in r.output
     r = cli("sweep", "--request", tmp_path / "r.json", "--model", "resnet20_cifar10", *QUICK)
-    assert r.exit_code == 1 and "leave out --model" in r.output
+    assert r.exit_code == 1 and "give one of --model" in r.output
     r = cli("sweep", "--request", tmp_path / "r.json", "--dense", *QUICK)
     assert r.exit_code == 1 and "--dense and --every apply to model sweeps" in r.output
     other = {"kind": "cuda", "name": "NVIDIA TITAN RTX", "slug": "titanrtx"}
@@ -364,7 +369,7 @@ def test_sparse_request_is_sampled_where_it_is_measured(cli, tmp_path):
     assert r.exit_code == 0, r.output
     part = tbl.read(tmp_path / "part.parquet")
     assert len(part.df) < dense  # sampled, not every count
-    assert requests.missing_lines(part, model, 1, "float32", "cpu") == []  # and every line can be fitted
+    assert need.unfittable_lines(part, model, Context()) == []  # and every line can be fitted
     r = cli("tables", "request", "--model", model, "--batch", "1", "--table", "part.parquet", "--sparse",
             "--out", "none.json")
     assert r.exit_code == 0 and "0 lines" in r.output, r.output
@@ -372,17 +377,18 @@ def test_sparse_request_is_sampled_where_it_is_measured(cli, tmp_path):
 
 # --- compatibility and upgrades -----------------------------------------------------------
 
-def test_check_compat_names_what_the_table_holds_and_warns_on_versions(tmp_path):
+def test_context_names_what_the_table_holds_and_versions_warn(tmp_path):
     spec = ConvSpec(c_in=4, c_out=4, h=8, w=8)
     t = tbl.LatencyTable(pd.DataFrame([row(spec, 10.0)]), {**META, "versions": {"torch": "0.1", "cuda": None}})
-    with pytest.raises(LatprofError, match=r"no rows at batch 8 float16 \(it holds batch 1 float32\)"):
-        share.check_compat(t, batch=8, dtype="float16")
-    warnings = share.check_compat(t, batch=1, dtype="float32")
+    with pytest.raises(LatprofError, match=r"no rows for \{'batch': 8, 'dtype': 'float16'\}; it holds .*'batch': 1"):
+        tbl.context(t, batch=8, dtype="float16")
+    assert tbl.context(t, batch=1, dtype="float32").batch == 1
+    warnings = tbl.version_warnings(t.meta, {"torch": "2.0"})
     assert any(w.startswith("torch: the table was measured with 0.1") for w in warnings)
     same = {"torch": "0.1", "cuda": None, "cudnn": None, "triton": None}
-    assert share.version_warnings(t, running=same) == []
-    assert "cuda" in share.version_warnings(t, running={**same, "cuda": "12.4"})[0]
-    assert "no software versions" in share.version_warnings(tbl.LatencyTable(t.df, {}))[0]
+    assert tbl.version_warnings(t.meta, same) == []
+    assert "cuda" in tbl.version_warnings(t.meta, {**same, "cuda": "12.4"})[0]
+    assert "no software versions" in tbl.version_warnings({}, same)[0]
 
 
 def _as_version(path, version, rename=None):
@@ -417,7 +423,7 @@ def test_upgrade_applies_registered_steps_in_order(cli, tmp_path, monkeypatch):
         calls.append(1)
         return df, meta
 
-    monkeypatch.setitem(share.UPGRADES, 0, v0_to_v1)
+    monkeypatch.setitem(upgrade.UPGRADES, 0, v0_to_v1)
     r = cli("tables", "upgrade", path)
     assert r.exit_code == 0 and "upgraded from schema version 0 to 1 (3 rows)" in r.output
     t = tbl.read(path)
@@ -430,9 +436,9 @@ def test_upgrade_applies_registered_steps_in_order(cli, tmp_path, monkeypatch):
     # two steps, in order, to a (pretend) version 2
     _as_version(path, 0, rename={"latency_norm_us_p50": "latency_normalised_us_p50"})
     calls.clear()
-    monkeypatch.setitem(share.UPGRADES, 1, v1_to_v2)
+    monkeypatch.setitem(upgrade.UPGRADES, 1, v1_to_v2)
     monkeypatch.setattr(tbl, "SCHEMA_VERSION", 2)
-    assert "from schema version 0 to 2" in share.upgrade_table(path)
+    assert "from schema version 0 to 2" in upgrade.upgrade_table(path)
     assert calls == [0, 1] and tbl.read(path).meta["schema_version"] == 2
     monkeypatch.setattr(tbl, "SCHEMA_VERSION", 1)
     r = cli("tables", "upgrade", path)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from latprof.errors import LatprofError
-from latprof.sparse import SparseLine, sample_line
-from latprof.stepfit import fit_steps
+from latprof.measure.sparse import SparseLine, sample_line
+from latprof.staircase.fit import fit_steps
 
 C = 512
 NOISE = 0.02

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from latprof.errors import LatprofError
-from latprof.stepfit import Segment, StepFit, fit_steps
+from latprof.staircase.fit import Segment, StepFit, fit_steps
 
 C = 160
 SEEDS = range(12)

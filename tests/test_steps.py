@@ -2,7 +2,10 @@ import json
 
 import pytest
 
-from latprof import steps as st, table as tbl
+from latprof.staircase import lines as st
+from latprof.staircase import options
+from latprof.staircase import steptable
+from latprof.tables import io as tbl
 from synthetic import model_table, staircase_us
 
 
@@ -13,7 +16,7 @@ def resnet20(tmp_path_factory):
 
 def test_edges_and_efficient_counts_of_a_known_staircase(resnet20):
     t = tbl.read(resnet20)
-    layers = st.model_steps(t, "resnet20_cifar10", st.context(t))
+    layers = st.model_steps(t, "resnet20_cifar10", tbl.context(t))
     assert not st.missing_lines(layers)
     lay = next(x for x in layers if x.spec.c_out == 64 and x.spec.c_in == 64)
     assert lay.out.fit.edges == (17, 33, 49)
@@ -25,7 +28,7 @@ def test_edges_and_efficient_counts_of_a_known_staircase(resnet20):
 
 def test_noisy_rows_are_fitted_throttled_rows_are_not(resnet20):
     t = tbl.read(resnet20)
-    line = next(x for x in st.model_steps(t, "resnet20_cifar10", st.context(t))
+    line = next(x for x in st.model_steps(t, "resnet20_cifar10", tbl.context(t))
                 if x.spec.c_out == 64 and x.spec.c_in == 64).out.line
     keys = {line.spec_at(c).key(): c for c in range(1, 65)}
     at = t.df.apply(lambda r: keys.get(tuple(r[k] for k in st.KEY_FIELDS)), axis=1)
@@ -42,7 +45,7 @@ def test_noisy_rows_are_fitted_throttled_rows_are_not(resnet20):
 
 def test_layer_frame_savings(resnet20):
     t = tbl.read(resnet20)
-    frame = st.layer_frame(st.model_steps(t, "resnet20_cifar10", st.context(t)))
+    frame = st.layer_frame(st.model_steps(t, "resnet20_cifar10", tbl.context(t)))
     r = frame[(frame["c_in"] == 64) & (frame["c_out"] == 64)].iloc[0]
     assert r["efficient"] == [16, 32, 48]
     # 8x8 output, 3x3: work units 4x4=16 at full; at c_out=16 1x4=4; latency 5 + 1e-3 * w * 576
@@ -52,10 +55,10 @@ def test_layer_frame_savings(resnet20):
 
 def test_separable_grid_model_is_exact_for_a_product_staircase(resnet20):
     t = tbl.read(resnet20)
-    layers = st.model_steps(t, "resnet20_cifar10", st.context(t))
+    layers = st.model_steps(t, "resnet20_cifar10", tbl.context(t))
     lay = next(x for x in layers if x.spec.c_out == 64 and x.spec.c_in == 64)
     for ci, co in [(16, 48), (33, 17), (64, 1), (5, 60)]:
-        pred = st.grid_predict(lay, ci, co)
+        pred = options.grid_predict(lay, ci, co)
         true = staircase_us(lay.spec.replace(c_in=ci, c_out=co))
         # the model multiplies the two lines; the +5 us constant makes it approximate
         assert pred == pytest.approx(true, rel=0.35)
@@ -63,11 +66,11 @@ def test_separable_grid_model_is_exact_for_a_product_staircase(resnet20):
 
 def test_step_table_round_trip(resnet20, tmp_path):
     t = tbl.read(resnet20)
-    layers = st.model_steps(t, "resnet20_cifar10", st.context(t))
+    layers = st.model_steps(t, "resnet20_cifar10", tbl.context(t))
     fits = [lay.out for lay in layers]
-    path = st.write_steps(tmp_path / "s.steps.parquet", fits, t)
-    df, meta = st.read_steps(path)
-    assert meta["schema_version"] == st.STEPS_SCHEMA_VERSION and meta["raw_content_hash"] == t.meta["content_hash"]
+    path = steptable.write_steps(tmp_path / "s.steps.parquet", fits, t)
+    df, meta = steptable.read_steps(path)
+    assert meta["schema_version"] == steptable.STEPS_SCHEMA_VERSION and meta["raw_content_hash"] == t.meta["content_hash"]
     one = df[(df["c_in"] == 64) & (df["c_out"] == 64) & (df["axis"] == "c_out")]
     assert one["seg_start"].tolist() == [1, 17, 33, 49] and one["efficient"].tolist() == [True] * 4
 
@@ -85,7 +88,7 @@ def test_steps_cli_formats_and_plots(cli, resnet20, tmp_path):
     assert p.exit_code == 0
     pngs = list((tmp_path / "plots").glob("*.png"))
     assert len(pngs) == len(rows) and pngs[0].read_bytes()[:4] == b"\x89PNG"
-    assert st.steps_path(resnet20).exists()
+    assert steptable.steps_path(resnet20).exists()
 
 
 def test_steps_names_missing_lines_and_the_command(cli, tmp_path):
@@ -111,10 +114,10 @@ def test_wrong_batch_is_refused_with_what_the_table_holds(cli, resnet20):
 def test_grid_pairs_cover_depthwise_lines_at_the_producers_counts(tmp_path):
     path = model_table(tmp_path / "mb.parquet", "mobilenet_v2", every=8)
     t = tbl.read(path)
-    layers = st.model_steps(t, "mobilenet_v2", st.context(t))
+    layers = st.model_steps(t, "mobilenet_v2", tbl.context(t))
     fits = [lay.out for lay in layers] + [lay.inp for lay in layers]
-    pairs = st.grid_pairs(fits)
+    pairs = options.grid_pairs(fits)
     dw = [p for p in pairs if p.depthwise and p.h == 112 and p.stride_h == 1]
     stem = next(lay for lay in layers if lay.name == "features.0.0")
-    wanted = {c for c in st.channel_options(stem.out) if c < 32}
+    wanted = {c for c in options.channel_options(stem.out) if c < 32}
     assert wanted and wanted <= {p.c_in for p in dw}

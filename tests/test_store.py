@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from latprof import table as tbl
+from latprof.tables import io as tbl
 from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS
-from latprof.store import TableStore
+from latprof.tables.store import TableStore
 from test_table import META, SPECS, make_rows
 
 
@@ -70,7 +70,7 @@ def test_first_reference_baseline_is_kept(tmp_path):
         assert s.reference_baseline == 500.0
 
 
-SWEEP = [sys.executable, "-m", "latprof.cli", "sweep", "--cin", "8", "--cout", "1-60", "--hw", "12", "--quick",
+SWEEP = [sys.executable, "-m", "latprof", "sweep", "--cin", "8", "--cout", "1-60", "--hw", "12", "--quick",
          "--no-progress", "--out"]
 
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from latprof import table as tbl
+from latprof.tables import io as tbl
 from latprof.errors import LatprofError
 from latprof.spec import ConvSpec
 

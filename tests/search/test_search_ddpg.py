@@ -11,7 +11,7 @@ from latprof.errors import LatprofError
 from latprof.search import SEARCHERS, Problem, Term, exhaustive, run_search
 from latprof.search.common import Repairer
 from latprof.search.ddpg import N_FEATURES, _Env, search_ddpg
-from latprof.search.importance import acs, acs_regrowth
+from latprof.prune.importance import acs, acs_regrowth
 
 FAST = dict(episodes=12, warmup=4, updates=2, batch=16, hidden=32)  # seconds for a whole test
 

@@ -1,0 +1,232 @@
+"""Measure many shapes in interleaved, drift-tracked rounds and store one row per shape.
+
+Why interleaved: the machines drift (one matrix product's speed switched between two levels
+1.74x apart for seconds at a time on this project's CPUs). Measuring one shape to completion
+and then the next bakes such a switch into the table as a fake step. Instead, a *window* of
+shapes is sampled round-robin in a shuffled order, so a slow stretch hits all of them, and a
+fixed reference workload is timed between samples. Each sample is scaled by
+`baseline / reference-at-that-moment`; tables keep both the raw and the normalised figures.
+
+A shape stops when its normalised samples' relative IQR is under the protocol's threshold
+(after `min_samples`), or when `max_samples` / its time budget is reached. It is flagged
+`flag_noisy` when the standard error of its median is still above the protocol's limit.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from latprof.measure import backends as backends
+from latprof.measure.device import Device
+from latprof.spec import ConvSpec, Measurement
+from latprof.tables.store import TableStore
+from latprof.tables.io import now_iso
+from latprof.measure.timing import Clock, Protocol, Reference, cuda_kernel_names, summarize
+
+#: Most bytes of inputs, weights and outputs held by one window of shapes.
+MAX_WINDOW_BYTES = 2 * 1024**3
+
+#: Reference readings at the start of a sweep that set the baseline of a new table.
+BASELINE_READINGS = 7
+
+
+@dataclass
+class _Shape:
+    spec: ConvSpec
+    run: Callable
+    reps: int
+    algo: str = ""
+    samples: list = field(default_factory=list)
+    times: list = field(default_factory=list)
+    sampled_s: float = 0.0
+    attempts: int = 0
+    gpu: list = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.samples, self.times, self.sampled_s, self.gpu = [], [], 0.0, []
+        self.attempts += 1
+
+
+@dataclass
+class MeasureResult:
+    measured: int = 0          # rows written by this call
+    skipped: int = 0           # already in the table (a resumed or overlapping sweep)
+    left: list = field(default_factory=list)   # not measured because the budget ran out
+    noisy: int = 0
+    drifted: int = 0
+
+
+class Profiler:
+    """Owns the clock, the reference workload and the store for one sweep on one device."""
+
+    def __init__(self, device: Device, clock: Clock, protocol: Protocol, store: TableStore, *,
+                 dtype: str, host: str, deadline: float | None = None, progress: bool = True, seed: int = 0,
+                 make_runner: Callable = backends.make_runner, reference: tuple[str, Callable] | None = None):
+        """`make_runner(spec, device)` and `reference` (label, callable) are replaceable so that the
+        scheduling and normalisation can be tested against a simulated drifting machine."""
+        self.device, self.clock, self.protocol, self.store = device, clock, protocol, store
+        self.host, self.deadline, self.progress = host, deadline, progress
+        self.make_runner = make_runner
+        self.session = uuid.uuid4().hex[:12]
+        self.rng = np.random.default_rng(seed)
+        label, run = reference or backends.reference_runner(device, dtype)
+        self.ref = Reference(run, clock, label)
+        for _ in range(BASELINE_READINGS):
+            self.ref.read()
+        store.set_reference(label, self.ref.baseline())
+        self.baseline = store.reference_baseline
+        self._last_ref = clock.now()
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def measure(self, specs: list[ConvSpec], desc: str = "sweep") -> MeasureResult:
+        """Measure every spec not yet in the store. Stops early (returning `left`) at the deadline."""
+        result = MeasureResult()
+        todo = []
+        for spec in dict.fromkeys(specs):
+            if self.store.has(spec):
+                result.skipped += 1
+            else:
+                todo.append(spec)
+        queue: deque[ConvSpec] = deque(todo)
+        active: list[_Shape] = []
+        bar = tqdm(total=len(todo), desc=desc, unit="shape", disable=not self.progress or not todo,
+                   dynamic_ncols=True, leave=True)
+        try:
+            while queue or active:
+                if self.out_of_time():
+                    result.left = [s.spec for s in active] + list(queue)
+                    break
+                self._fill(active, queue)
+                self._round(active)
+                for shape in list(active):
+                    row = self._maybe_finish(shape)
+                    if row is None:
+                        continue
+                    active.remove(shape)
+                    self.store.append(row)
+                    result.measured += 1
+                    result.noisy += row["flag_noisy"]
+                    result.drifted += row["flag_drift"]
+                    bar.update(1)
+                    bar.set_postfix(noisy=result.noisy, drift=result.drifted, refresh=False)
+        finally:
+            bar.close()
+        return result
+
+    def _fill(self, active: list[_Shape], queue: deque) -> None:
+        held = sum(backends.nbytes(s.spec) for s in active)
+        while queue and len(active) < self.protocol.window:
+            need = backends.nbytes(queue[0])
+            if active and held + need > MAX_WINDOW_BYTES:
+                break
+            spec = queue.popleft()
+            run = self.make_runner(spec, self.device)
+            reps = self.clock.warmup(run, self.protocol.warmup_s, self.protocol.min_sample_s)
+            algo = cuda_kernel_names(run) if self.device.kind == "cuda" else ""
+            active.append(_Shape(spec, run, reps, algo))
+            held += need
+
+    def _round(self, active: list[_Shape]) -> None:
+        """One sample of every active shape, in a shuffled order, with reference readings between."""
+        for i in self.rng.permutation(len(active)):
+            shape = active[i]
+            if self.clock.now() - self._last_ref >= self.protocol.ref_interval_s:
+                self.ref.read()
+                self._last_ref = self.clock.now()
+            t0 = self.clock.now()
+            shape.samples.append(self.clock.sample(shape.run, shape.reps))
+            t1 = self.clock.now()
+            shape.times.append((t0 + t1) / 2)
+            shape.sampled_s += t1 - t0
+            state = self.clock.gpu_state()
+            if state:
+                shape.gpu.append(state)
+        self.ref.read()
+        self._last_ref = self.clock.now()
+
+    def _normalised(self, shape: _Shape) -> tuple[np.ndarray, np.ndarray]:
+        ref_at = self.ref.at(shape.times)
+        return np.asarray(shape.samples) * (self.baseline / ref_at), ref_at
+
+    def _maybe_finish(self, shape: _Shape) -> dict | None:
+        p = self.protocol
+        n = len(shape.samples)
+        if n < p.min_samples:
+            return None
+        norm, ref_at = self._normalised(shape)
+        quiet = summarize(norm).rel_iqr <= p.noise_threshold
+        if not (quiet or n >= p.max_samples or shape.sampled_s >= p.shape_budget_s):
+            return None
+        drift = float(ref_at.max() / ref_at.min() - 1.0)
+        if drift > p.drift_threshold and shape.attempts < p.remeasure_drifted:
+            shape.reset()
+            return None
+        return self._row(shape, norm, ref_at, drift)
+
+    def _row(self, shape: _Shape, norm: np.ndarray, ref_at: np.ndarray, drift: float) -> dict:
+        raw, nrm = summarize(shape.samples), summarize(norm)
+        clocks = [g["gpu_clock_mhz"] for g in shape.gpu if "gpu_clock_mhz" in g]
+        temps = [g["gpu_temp_c"] for g in shape.gpu if "gpu_temp_c" in g]
+        return Measurement(
+            latency_us_p50=raw.p50, latency_us_p10=raw.p10, latency_us_p25=raw.p25,
+            latency_us_p75=raw.p75, latency_us_p90=raw.p90, latency_us_min=raw.min,
+            latency_us_mean=raw.mean, rel_iqr=raw.rel_iqr,
+            latency_norm_us_p50=nrm.p50, latency_norm_us_p25=nrm.p25, latency_norm_us_p75=nrm.p75,
+            rel_iqr_norm=nrm.rel_iqr,
+            ref_us_p50=float(np.median(ref_at)), ref_baseline_us=self.baseline, ref_drift_rel=drift,
+            n_samples=len(shape.samples), inner_reps=shape.reps, threads=self.clock.threads,
+            macs=shape.spec.macs(),
+            flag_noisy=bool(nrm.median_rel_se > self.protocol.median_se_threshold),
+            flag_drift=bool(drift > self.protocol.drift_threshold),
+            flag_throttled=any(g.get("throttled") for g in shape.gpu),
+            algo=shape.algo,
+            gpu_clock_mhz=float(np.median(clocks)) if clocks else None,
+            gpu_temp_c=float(max(temps)) if temps else None,
+            measured_at=now_iso(), host=self.host, session=self.session,
+        ).row(shape.spec)
+
+def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
+                   protocol: Protocol, rounds: int | None = None, seed: int = 0,
+                   baseline_us: float | None = None) -> list[float]:
+    """Drift-normalised median latency (us) of each model's forward pass at `batch`.
+
+    `baseline_us`: the reference latency to normalise to; pass the table's
+    (`meta["reference"]["baseline_us"]`) so that measurements taken in different calls, and
+    the table's own rows, are on one scale. Default: this call's median reference reading."""
+    dt = backends.DTYPES[dtype]
+    x = torch.randn(batch, *input_size).to(device.torch_device, dt)
+    runs = []
+    for m in models:
+        m = m.to(device.torch_device, dt).eval()
+
+        def run(m=m):
+            with torch.inference_mode():
+                return m(x)
+        runs.append(run)
+    label, ref_fn = backends.reference_runner(device, dtype)
+    ref = Reference(ref_fn, clock, label)
+    reps = [clock.warmup(r, protocol.warmup_s * 3, protocol.min_sample_s) for r in runs]
+    rng = np.random.default_rng(seed)
+    n = rounds or max(protocol.min_samples * 2, 15)
+    samples = [[] for _ in runs]
+    times = [[] for _ in runs]
+    for _ in range(n):
+        ref.read()
+        for i in rng.permutation(len(runs)):
+            t0 = clock.now()
+            samples[i].append(clock.sample(runs[i], reps[i]))
+            times[i].append((t0 + clock.now()) / 2)
+    ref.read()
+    base = baseline_us or ref.baseline()
+    return [summarize(np.asarray(s) * base / ref.at(t)).p50 for s, t in zip(samples, times)]

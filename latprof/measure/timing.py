@@ -1,0 +1,265 @@
+"""The one timing module: every clock read and every device synchronisation lives here.
+
+Modelled on `triton.testing.do_bench` (warm-up by time budget, L2 flush, CUDA events,
+quantiles) and `torch.utils.benchmark` (median and IQR, a named noise threshold).
+The interleaved, drift-tracked scheduling that uses these primitives is in `profiler.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+#: (p75 - p25) / p50 of a shape's drift-normalised samples under which sampling stops early
+#: (after `min_samples`). 5% is below the smallest CPU step we care about (vector blocks of
+#: 8/16 channels in a 64+ channel layer move latency by 6% or more).
+NOISE_THRESHOLD_REL_IQR = 0.05
+
+#: Relative standard error of the stored median above which a row is flagged noisy. A shape
+#: whose samples stay spread out (this project's shared CPUs: 10-20% IQR from one 0.1 s to
+#: the next) is sampled until the budget; its median is still trustworthy if there are enough
+#: samples: SE(median) ~ 1.25 * sd / sqrt(n) and sd ~ IQR / 1.35, so SE ~ 0.93 * rel_iqr / sqrt(n).
+NOISE_THRESHOLD_MEDIAN_SE = 0.02
+
+#: Relative change (max/min - 1) of the reference workload while one row was being sampled
+#: above which the row is flagged `flag_drift`. On this project's CPUs the machine speed
+#: switched between two levels 1.74x apart; a 10% swing inside a row is already a fake step.
+DRIFT_THRESHOLD = 0.10
+
+#: CUDA L2 flush buffer: larger than the L2 of any current GPU (H100: 50 MB).
+L2_FLUSH_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Parameters of the measurement protocol; recorded in every table's metadata."""
+
+    warmup_s: float = 0.03          # per shape, before the first sample (cudnn.benchmark picks here)
+    min_samples: int = 7            # never stop a shape before this many samples
+    max_samples: int = 40           # stop a shape here even if still noisy (then flag it)
+    shape_budget_s: float = 1.5     # sampling time per shape before giving up on the threshold
+    min_sample_s: float = 0.002     # CPU: repeat the call inside one sample until it lasts this long
+    noise_threshold: float = NOISE_THRESHOLD_REL_IQR
+    median_se_threshold: float = NOISE_THRESHOLD_MEDIAN_SE
+    drift_threshold: float = DRIFT_THRESHOLD
+    ref_interval_s: float = 0.2     # time the reference workload at least this often
+    window: int = 12                # shapes sampled together in interleaved rounds
+    remeasure_drifted: int = 1      # times a drift-flagged shape is measured again from scratch
+    l2_flush: bool = True           # CUDA only: flush L2 before every timed call
+
+    @classmethod
+    def quick(cls) -> "Protocol":
+        """A short protocol for tests and demos: same logic, smaller budgets."""
+        return cls(warmup_s=0.005, min_samples=5, max_samples=16, shape_budget_s=0.25,
+                   min_sample_s=0.0005, ref_interval_s=0.1, remeasure_drifted=0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of one shape's samples, in microseconds."""
+
+    p10: float
+    p25: float
+    p50: float
+    p75: float
+    p90: float
+    min: float
+    mean: float
+
+    n: int = 0
+
+    @property
+    def rel_iqr(self) -> float:
+        return (self.p75 - self.p25) / self.p50 if self.p50 > 0 else float("inf")
+
+    @property
+    def median_rel_se(self) -> float:
+        """Relative standard error of the median (normal approximation from the IQR)."""
+        return 0.93 * self.rel_iqr / np.sqrt(max(self.n, 1))
+
+
+def summarize(samples_us) -> Stats:
+    a = np.asarray(samples_us, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no samples to summarise")
+    q = np.quantile(a, [0.10, 0.25, 0.50, 0.75, 0.90])
+    return Stats(*(float(v) for v in q), min=float(a.min()), mean=float(a.mean()), n=int(a.size))
+
+
+class Clock:
+    """Times calls on one device. `sample(fn, reps)` returns microseconds per call.
+
+    Use it as a context manager: entering sets the process-wide state timing needs (the CPU
+    thread count; on CUDA, the current device) and leaving restores what was there, so the
+    setting does not leak into what the process does next (training, another clock)."""
+
+    kind = "cpu"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads or torch.get_num_threads()
+        self._saved: list = []
+
+    def __enter__(self) -> "Clock":
+        self._saved.append(torch.get_num_threads())
+        torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self._saved.pop())
+
+    def check_entered(self) -> None:
+        """Timing outside `with clock:` would run at whatever thread count the process has."""
+        if torch.get_num_threads() != self.threads:
+            raise RuntimeError(f"internal: the clock times at {self.threads} threads but torch runs "
+                               f"{torch.get_num_threads()}; use the clock inside `with clock:`")
+
+    def now(self) -> float:
+        """Host time in seconds (for budgets and for placing samples on the drift timeline)."""
+        return time.perf_counter()
+
+    def sync(self) -> None:
+        """Nothing to wait for on the CPU."""
+
+    def sample(self, fn: Callable[[], object], reps: int = 1) -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter_ns() - t0) / 1e3 / reps
+
+    def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float) -> int:
+        """Run `fn` for `budget_s` (at least twice); return the reps per sample so that one
+        sample lasts at least `min_sample_s` (timer resolution and call overhead stay small)."""
+        self.check_entered()
+        calls, t0 = 0, time.perf_counter()
+        while calls < 2 or time.perf_counter() - t0 < budget_s:
+            fn()
+            calls += 1
+        self.sync()
+        per_call = self.sample(fn, 1) / 1e6
+        return max(1, int(np.ceil(min_sample_s / max(per_call, 1e-9))))
+
+    def gpu_state(self) -> dict:
+        return {}
+
+
+class CudaClock(Clock):
+    """CUDA events around single calls, L2 flushed before each (as `triton.testing.do_bench`)."""
+
+    kind = "cuda"
+
+    def __init__(self, device: torch.device, l2_flush: bool = True, nvml_handle=None):
+        self.device = device
+        self.threads = torch.get_num_threads()
+        self._saved = []
+        self._flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device) if l2_flush else None
+        self._nvml = nvml_handle
+
+    def __enter__(self) -> "CudaClock":
+        """Events are recorded on the current device: make it this clock's, restore it on exit."""
+        self._saved.append(torch.cuda.current_device())
+        torch.cuda.set_device(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.set_device(self._saved.pop())
+
+    def check_entered(self) -> None:
+        if torch.cuda.current_device() != self.device.index:
+            raise RuntimeError(f"internal: the clock times {self.device} but the current device is "
+                               f"cuda:{torch.cuda.current_device()}; use the clock inside `with clock:`")
+
+    def sync(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def sample(self, fn: Callable[[], object], reps: int = 1) -> float:
+        # One call per sample: the flush must precede every timed call, so `reps` is ignored.
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        if self._flush is not None:
+            self._flush.zero_()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e3
+
+    def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float) -> int:
+        super().warmup(fn, budget_s, min_sample_s)
+        return 1
+
+    def gpu_state(self) -> dict:
+        """SM clock, temperature and whether the GPU reports throttling (needs nvidia-ml-py)."""
+        if self._nvml is None:
+            return {}
+        import pynvml
+
+        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(self._nvml)
+        benign = pynvml.nvmlClocksThrottleReasonGpuIdle | pynvml.nvmlClocksThrottleReasonApplicationsClocksSetting
+        return {
+            "gpu_clock_mhz": float(pynvml.nvmlDeviceGetClockInfo(self._nvml, pynvml.NVML_CLOCK_SM)),
+            "gpu_temp_c": float(pynvml.nvmlDeviceGetTemperature(self._nvml, pynvml.NVML_TEMPERATURE_GPU)),
+            "throttled": bool(reasons & ~benign),
+        }
+
+
+def cuda_kernel_names(fn: Callable[[], object]) -> str:
+    """Names of the CUDA kernels one call of `fn` launches (how we see cuDNN's algorithm choice)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.key for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    return ";".join(sorted(set(names)))[:500]
+
+
+class Reference:
+    """A fixed workload timed between samples to track the machine's speed.
+
+    Each reading is the median of `calls` single-call samples, placed at its mid time. The
+    speed used for normalisation is a running median over `smooth` consecutive readings:
+    measured on this project's CPU, the reference and a swept conv read alternately had
+    correlated *slow* drifts but uncorrelated 10-20% jitter from one reading to the next;
+    dividing by single readings added that jitter (sample IQR 11% -> 18%), the running
+    median of 5 did not (11% -> 12%) while still following level switches lasting seconds.
+    """
+
+    def __init__(self, fn: Callable[[], object], clock: Clock, label: str, calls: int = 5, smooth: int = 5):
+        self.fn, self.clock, self.label, self.calls, self.smooth = fn, clock, label, calls, smooth
+        self.times: list[float] = []
+        self.values_us: list[float] = []
+        self._smoothed: np.ndarray | None = None
+        clock.warmup(fn, 0.05, 0.0)
+
+    def read(self) -> float:
+        t0 = self.clock.now()
+        value = float(np.median([self.clock.sample(self.fn, 1) for _ in range(self.calls)]))
+        self.times.append((t0 + self.clock.now()) / 2)
+        self.values_us.append(value)
+        self._smoothed = None
+        return value
+
+    def smoothed(self) -> np.ndarray:
+        if self._smoothed is None:
+            from scipy.ndimage import median_filter
+
+            values = np.asarray(self.values_us)
+            self._smoothed = median_filter(values, size=min(self.smooth, len(values)), mode="nearest")
+        return self._smoothed
+
+    def at(self, times) -> np.ndarray:
+        """The smoothed reference latency interpolated at `times` (held constant beyond the ends)."""
+        if not self.values_us:
+            raise RuntimeError("reference never read")
+        return np.interp(np.asarray(times, dtype=np.float64), self.times, self.smoothed())
+
+    def baseline(self) -> float:
+        return float(np.median(self.values_us))

@@ -1,0 +1,82 @@
+"""Lines: which convolution shapes a model's layers need measured.
+
+A model sweep measures, for each distinct conv shape, two *lines*: c_out = 1..C_out at the
+layer's c_in, and c_in = 1..C_in at its c_out (pruning layer i changes c_out of i and c_in of
+i+1). A depthwise conv has one line, c_in = c_out = groups = c. A grouped conv keeps its group
+count and moves in multiples of it. Layers with identical shapes share their lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from latprof.errors import LatprofError
+from latprof.models.registry import ConvLayer, conv_layers, load
+from latprof.spec import ConvSpec, Context
+
+AXES = ("c_out", "c_in", "c")
+
+
+@dataclass(frozen=True)
+class Line:
+    """A base shape and the channel counts to measure along one axis."""
+
+    base: ConvSpec
+    axis: str                       # "c_out", "c_in", or "c" (depthwise: all three move together)
+    values: tuple[int, ...]
+    layers: tuple[str, ...] = field(default=(), compare=False)
+
+    def spec_at(self, c: int) -> ConvSpec:
+        if self.axis == "c":
+            return self.base.replace(c_in=c, c_out=c, groups=c)
+        return self.base.replace(**{self.axis: c})
+
+    def specs(self) -> list[ConvSpec]:
+        return [self.spec_at(c) for c in self.values]
+
+    @property
+    def full(self) -> int:
+        """The layer's own channel count on this axis (the right end of the line)."""
+        return self.base.c_out if self.axis in ("c_out", "c") else self.base.c_in
+
+    def label(self) -> str:
+        return f"{self.axis} 1..{self.full} of {self.base.label()}"
+
+
+def line_specs(lines: list[Line]) -> list[ConvSpec]:
+    """Every distinct shape of the lines, in line order (a shape on two lines once)."""
+    return list(dict.fromkeys(s for line in lines for s in line.specs()))
+
+
+def channel_values(full: int, every: int = 1, step: int = 1) -> tuple[int, ...]:
+    """Counts 1..full that are multiples of `step` (group size); with `every` > 1 a coarse grid
+    of every `every`-th count, always keeping the smallest and the full count."""
+    base = [c for c in range(step, full + 1, step)]
+    if every > 1:
+        base = [c for i, c in enumerate(base, 1) if i % every == 0 or i == 1 or c == full]
+    return tuple(base)
+
+
+def model_lines(layers: list[ConvLayer], ctx: Context, every: int = 1) -> list[Line]:
+    """The lines of `layers` under `ctx`; layers of one shape share their lines."""
+    by_shape: dict[ConvSpec, list[str]] = {}
+    for layer in layers:
+        base = ctx.apply(layer.spec)
+        by_shape.setdefault(base, []).append(layer.name)
+    lines = []
+    for base, names in by_shape.items():
+        if base.depthwise:
+            lines.append(Line(base, "c", channel_values(base.c_out, every), tuple(names)))
+            continue
+        g = base.groups
+        lines.append(Line(base, "c_out", channel_values(base.c_out, every, g), tuple(names)))
+        lines.append(Line(base, "c_in", channel_values(base.c_in, every, g), tuple(names)))
+    return lines
+
+
+def load_lines(model: str, ctx: Context, *, input_size=None, every: int = 1) -> tuple[list[ConvLayer], list[Line]]:
+    """The one model -> lines path: a model by name or `file.py:factory`, its conv layers, and
+    their lines under `ctx`."""
+    net, size = load(model, input_size)
+    layers = conv_layers(net, size)
+    return layers, model_lines(layers, ctx, every)

@@ -1,0 +1,137 @@
+"""Models latprof knows by name, a user's own model from `file.py:factory`, and their conv layers.
+
+All models are built with random weights (`weights=None`): latency does not depend on
+weight values, and nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from latprof.errors import LatprofError
+from latprof.spec import ConvSpec
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    factory: Callable[[], nn.Module]
+    input_size: tuple[int, int, int]   # (C, H, W) of one image
+    note: str
+
+
+def _tv(name: str, **kw) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, name)(weights=None, **kw)
+    return build
+
+
+def _cifar(name: str, classes: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from latprof.models import cifar as cifar
+
+        return getattr(cifar, name)(num_classes=classes)
+    return build
+
+
+MODELS: dict[str, ModelEntry] = {
+    "vgg16": ModelEntry(_tv("vgg16"), (3, 224, 224), "torchvision VGG-16, ImageNet"),
+    "vgg16_bn": ModelEntry(_tv("vgg16_bn"), (3, 224, 224), "torchvision VGG-16 with BatchNorm"),
+    "resnet18": ModelEntry(_tv("resnet18"), (3, 224, 224), "torchvision ResNet-18"),
+    "resnet34": ModelEntry(_tv("resnet34"), (3, 224, 224), "torchvision ResNet-34"),
+    "resnet50": ModelEntry(_tv("resnet50"), (3, 224, 224), "torchvision ResNet-50"),
+    "mobilenet_v2": ModelEntry(_tv("mobilenet_v2"), (3, 224, 224), "torchvision MobileNetV2"),
+    "vgg16_cifar10": ModelEntry(_cifar("vgg16", 10), (3, 32, 32), "CIFAR VGG-16 (BN), 10 classes"),
+    "vgg16_cifar100": ModelEntry(_cifar("vgg16", 100), (3, 32, 32), "CIFAR VGG-16 (BN), 100 classes"),
+    "resnet56_cifar10": ModelEntry(_cifar("resnet56", 10), (3, 32, 32), "CIFAR ResNet-56, 10 classes"),
+    "resnet56_cifar100": ModelEntry(_cifar("resnet56", 100), (3, 32, 32), "CIFAR ResNet-56, 100 classes"),
+    "resnet20_cifar10": ModelEntry(_cifar("resnet20", 10), (3, 32, 32), "CIFAR ResNet-20 (small; demos)"),
+    "small_cifar10": ModelEntry(_cifar("small_cifar", 10), (3, 32, 32), "4-conv VGG-like net, BN (tests, digits)"),
+}
+ALIASES = {"vgg16_cifar": "vgg16_cifar10", "resnet56_cifar": "resnet56_cifar10", "resnet56": "resnet56_cifar10"}
+
+
+def load(name: str, input_size: tuple[int, int, int] | None = None) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A model in eval mode and its per-image input size, by registry name or `file.py:factory`."""
+    if ":" in name and name.split(":", 1)[0].endswith(".py"):
+        model = _from_file(name)
+        size = input_size or getattr(model, "latprof_input_size", None) or (3, 224, 224)
+        return model.eval(), tuple(size)
+    key = ALIASES.get(name, name)
+    if key not in MODELS:
+        known = ", ".join(sorted(MODELS) + sorted(ALIASES))
+        raise LatprofError(f"unknown model {name!r}; known models: {known}; "
+                           "or give your own as path/to/file.py:factory")
+    entry = MODELS[key]
+    return entry.factory().eval(), tuple(input_size or entry.input_size)
+
+
+def _from_file(ref: str) -> nn.Module:
+    path_text, factory_name = ref.rsplit(":", 1)
+    path = Path(path_text)
+    if not path.is_file():
+        raise LatprofError(f"model file {path} does not exist (from {ref!r})")
+    spec = importlib.util.spec_from_file_location(f"latprof_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code failed: report it as such, with its message
+        raise LatprofError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise LatprofError(f"{path} has no callable {factory_name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise LatprofError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """A conv layer of a model and its shape at batch 1 (`spec.batch` is 1; set it per sweep)."""
+
+    name: str
+    spec: ConvSpec
+
+
+def conv_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[ConvLayer]:
+    """Every `nn.Conv2d` in forward order, with the input size it sees (one forward at batch 1)."""
+    seen: dict[str, tuple[int, int]] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def record(module, args) -> None:  # a pre-hook must return None, or it replaces the input
+        seen.setdefault(names[module], tuple(args[0].shape[-2:]))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_size))
+    except Exception as exc:  # a shape the model cannot take: say which
+        raise LatprofError(f"the model failed on an input of size {input_size}: {exc}; "
+                           "pass the right size with --input-size C,H,W") from exc
+    finally:
+        for h in hooks:
+            h.remove()
+    layers = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.Conv2d) or name not in seen:
+            continue
+        if isinstance(m.padding, str):
+            raise LatprofError(f"layer {name} uses padding={m.padding!r}; only explicit padding is supported")
+        h, w = seen[name]
+        spec = ConvSpec(c_in=m.in_channels, c_out=m.out_channels, h=h, w=w,
+                        kernel_h=m.kernel_size[0], kernel_w=m.kernel_size[1],
+                        stride_h=m.stride[0], stride_w=m.stride[1], pad_h=m.padding[0], pad_w=m.padding[1],
+                        dilation_h=m.dilation[0], dilation_w=m.dilation[1], groups=m.groups)
+        layers.append(ConvLayer(name, spec))
+    layers.sort(key=lambda layer: list(seen).index(layer.name))
+    if not layers:
+        raise LatprofError("the model has no Conv2d layers to profile")
+    return layers

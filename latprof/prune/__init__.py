@@ -1,0 +1,1 @@
+"""Pruning: channel coupling (graph), importance, the latency model, surgery and the prune pipeline."""

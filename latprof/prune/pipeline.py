@@ -1,0 +1,427 @@
+"""`latprof prune` as a function: table -> latency model -> search -> surgery -> report."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from latprof import env, models
+from latprof.errors import LatprofError
+from latprof.measure import device as devices
+from latprof.measure.scheduler import measure_models
+from latprof.measure.timing import Clock, CudaClock, Protocol
+from latprof.prune import flops, latmodel, surgery
+from latprof.prune import graph as graphs
+from latprof.spec import Context
+from latprof.staircase import options
+from latprof.tables import io as tbl
+from latprof.tables.io import LatencyTable
+
+
+#: Extra searches when the pruned model, measured on this machine, misses the target.
+MAX_RETRIES = 3
+#: The closed loop accepts a measured latency only this far under the target: two whole-model
+#: measurements of one model on this project's shared CPU differed by up to ~5%, and the final
+#: report measures again.
+MEASURE_MARGIN = 0.03
+
+
+@dataclass
+class PruneConfig:
+    model: str
+    table: str
+    input_size: tuple[int, int, int] | None = None
+    batch: int | None = None
+    dtype: str | None = None
+    backend: str | None = None
+    target_ms: float | None = None
+    target_ratio: float | None = None
+    algo: str = "dp"
+    importance: str = "l1"
+    weights_prev: Path | None = None
+    min_keep: float = options.MIN_KEEP
+    max_options: int = options.MAX_OPTIONS
+    keep_residual: bool | None = None
+    seed: int = 0
+    device: str | None = None          # the device the user prunes for; checked against the table's
+    force: bool = False
+    out: Path = Path("out/prune")
+    export: str | None = None          # "torchscript" | "onnx"
+    compare: bool = False
+    measure: bool | None = None        # None: measure when the table's device is this machine
+    quick: bool = False
+    request_out: Path | None = None
+    fitness: str = "importance"        # "importance" (table only) | "accuracy" (brief training)
+    data: str | None = None            # data spec for --fitness accuracy (see latprof.train.data)
+    fitness_steps: int = 100
+    fitness_epochs: int | None = None
+    train_device: str | None = None
+    search_options: dict = field(default_factory=dict)   # passed to the searcher (e.g. evo's population)
+
+
+@dataclass
+class Candidate:
+    name: str
+    counts: dict[str, tuple[int, int]]   # conv name -> (c_in, c_out)
+    predicted_ms: float | None
+    macs: int
+    params: int
+    measured_ms: float | None = None
+
+
+@dataclass
+class PruneReport:
+    model: str
+    device: str
+    context: dict
+    algo: str
+    importance: str
+    target_ms: float
+    calibrated: bool
+    scale: float
+    rest_ms: float
+    original: Candidate
+    pruned: Candidate
+    groups: list[dict]
+    search_seconds: float
+    evaluations: int
+    baselines: list[Candidate] = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+    attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
+    fitness: str = "importance"
+    fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
+    accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
+    warnings: list[str] = field(default_factory=list)   # software versions that differ from the table's
+    fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
+
+    @property
+    def met(self) -> bool:
+        got = self.pruned.measured_ms if self.pruned.measured_ms is not None else self.pruned.predicted_ms
+        return got is not None and got <= self.target_ms * 1.0000001
+
+    def to_dict(self) -> dict:
+        d = asdict(replace(self, fits={}))
+        del d["fits"]
+        d["target_met"] = self.met
+        return d
+
+
+def _device_present(table: LatencyTable) -> devices.Device | None:
+    """This machine's device if it is the one the table was measured on, else None."""
+    dev = table.device
+    try:
+        here = devices.cpu_device() if dev.get("kind") == "cpu" else devices.cuda_device(dev.get("name", ""))
+    except LatprofError:
+        return None
+    return here if tbl.same_device(dev, {"kind": here.kind, "slug": here.slug}) else None
+
+
+def _check_device(cfg: PruneConfig, table: LatencyTable) -> None:
+    if cfg.device is None or cfg.force:
+        return
+    want, have = devices.normalise(cfg.device), devices.normalise(str(table.device.get("name", "")))
+    if want not in have and want != devices.normalise(str(table.device.get("slug", ""))):
+        raise LatprofError(f"the table was measured on {table.device.get('name')!r}, not {cfg.device!r}; "
+                           "use that device's table, or --force to prune with this one anyway")
+
+
+@dataclass
+class Setup:
+    """What the table and the model give before any search: `load`'s result."""
+
+    table: LatencyTable
+    ctx: Context
+    original: nn.Module
+    size: tuple[int, int, int]
+    lm: latmodel.LatencyModel
+    values: list                     # per group: the value of each option (retained importance)
+    prev: dict | None                # --weights-prev state dict (ACS)
+    warnings: list[str]
+
+
+@dataclass
+class Timer:
+    """Whole-model timing on this machine, when it is the table's device: the clock, the protocol
+    and the table's reference baseline (so that every measurement is on the table's scale)."""
+
+    here: devices.Device
+    clock: Clock
+    protocol: Protocol
+    ctx: Context
+    size: tuple[int, int, int]
+    baseline_us: float | None
+
+    def measure(self, nets: list[nn.Module]) -> list[float]:
+        """Drift-normalised median latency (us) of each model, timed together in interleaved rounds."""
+        return measure_models(nets, self.size, self.ctx.batch, self.ctx.dtype, self.here, self.clock,
+                              self.protocol, baseline_us=self.baseline_us)
+
+
+def run(cfg: PruneConfig) -> PruneReport:
+    """load -> calibrate -> closed-loop search -> baselines -> report -> save; each step a function."""
+    setup = load(cfg)
+    timer = make_timer(cfg, setup)
+    with timer.clock if timer is not None else contextlib.nullcontext():
+        if timer is not None:
+            calibrate(cfg, setup, timer)
+        full_us = setup.lm.predict(setup.lm.full_counts())
+        target_us = cfg.target_ms * 1e3 if cfg.target_ms is not None else cfg.target_ratio * full_us
+        found = search(cfg, setup, timer, target_us)
+        report = make_report(cfg, setup, found, target_us, full_us)
+        base_nets = []
+        if cfg.compare:
+            base_nets = _baselines(setup.original, setup.size, cfg, report.pruned.macs)
+            report.baselines = [_candidate(name, m, setup.size, predict_model(setup.lm, m)) for name, m in base_nets]
+        if timer is not None:
+            cands = [report.original, report.pruned] + report.baselines
+            nets = [setup.original, found.pruned] + [m for _, m in base_nets]
+            for cand, us in zip(cands, timer.measure(nets)):
+                cand.measured_ms = us / 1e3
+    if cfg.data:  # accuracy before search and of the pruned model before fine-tuning (test split)
+        from latprof.train import data as datasets
+        from latprof.train.loop import eval_loader, evaluate
+
+        test = eval_loader(datasets.load(cfg.data, seed=cfg.seed, image_size=setup.size[-1]).test)
+        report.accuracy = {"original_test": evaluate(setup.original, test),
+                           "pruned_test": evaluate(found.pruned, test)}
+    report.files = _save(cfg, found.pruned, setup.size, report)
+    return report
+
+
+def load(cfg: PruneConfig) -> Setup:
+    """The table (path or URL), its rows for this model, the model, its channel groups, the
+    latency model and each group's option values. Missing shapes end here, with a request file."""
+    from latprof.prune.importance import option_values
+    from latprof.tables import remote
+
+    table = remote.open_table(cfg.table)
+    _check_device(cfg, table)
+    ctx = tbl.context(table, cfg.batch, cfg.dtype, cfg.backend)
+    warnings = tbl.version_warnings(table.meta, devices.software_versions())
+    net, size = load_model(cfg.model, cfg.input_size)
+    original = copy.deepcopy(net)
+    graph = graphs.analyse(net, size, keep_residual=cfg.keep_residual)
+    if not graph.groups:
+        raise LatprofError(f"{cfg.model} has no prunable channel group (all kept: try --no-keep-residual)")
+    lm = latmodel.build(graph, table, ctx, min_keep=cfg.min_keep, max_options=cfg.max_options)
+    prev = torch.load(cfg.weights_prev, map_location="cpu") if cfg.weights_prev else None
+    scores = [surgery.group_scores(graph, g, cfg.importance, prev) for g in graph.groups]
+    values = [option_values(s, opts) for s, opts in zip(scores, lm.options)]
+    lm.conv_sum(lm.full_counts())
+    lm.conv_sum([opts[0] for opts in lm.options])
+    if lm.missing:
+        _missing(cfg, lm, table)
+    return Setup(table, ctx, original, size, lm, values, prev, warnings)
+
+
+def make_timer(cfg: PruneConfig, setup: Setup) -> Timer | None:
+    """A `Timer` when the table's device is this machine (and --no-measure is not given), else None."""
+    here = _device_present(setup.table) if cfg.measure is not False else None
+    if cfg.measure and here is None:
+        raise LatprofError("--measure: the table's device is not this machine; prune without measuring")
+    if here is None:
+        return None
+    # whole models are timed with the thread count the table was measured with
+    threads = (setup.table.meta.get("protocol") or {}).get("threads") or env.cpu_threads()
+    clock = CudaClock(here.torch_device) if here.kind == "cuda" else Clock(threads)
+    protocol = Protocol.quick() if cfg.quick else Protocol()
+    baseline = (setup.table.meta.get("reference") or {}).get("baseline_us")
+    return Timer(here, clock, protocol, setup.ctx, setup.size, baseline)
+
+
+def calibrate(cfg: PruneConfig, setup: Setup, timer: Timer) -> None:
+    """Fit the latency model's scale and rest on whole models: full, smallest, halfway, 2 random."""
+    lm = setup.lm
+    rng = np.random.default_rng(cfg.seed)
+    configs = [lm.full_counts(), [opts[0] for opts in lm.options], [opts[len(opts) // 2] for opts in lm.options]]
+    configs += [[opts[rng.integers(len(opts))] for opts in lm.options] for _ in range(2)]
+    sums = [lm.conv_sum(c) for c in configs]
+    if lm.missing:
+        _missing(cfg, lm, setup.table)
+    measured = timer.measure([_pruned_copy(setup.original, setup.size, cfg, c) for c in configs])
+    lm.scale, lm.rest_us = latmodel.fit_calibration(sums, measured)
+    lm.calibrated = True
+
+
+@dataclass
+class Found:
+    counts: list[int]
+    pruned: nn.Module
+    graph: graphs.Graph
+    result: object                   # the searcher's SearchResult
+    seconds: float
+    attempts: list[dict]
+
+
+def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target_us: float) -> Found:
+    """Search, prune, and (with a timer) measure: the closed loop. A search exploits the latency
+    model's errors (it picks what the model thinks is cheap), so the pruned model is measured and,
+    if it misses, searched again with the budget shrunk by the measured/target ratio."""
+    from latprof.search import run_search
+
+    lm, size = setup.lm, setup.size
+    fitness = _fitness(cfg, setup.original, size, lm, setup.prev)
+    seconds, budget_us, attempts = 0.0, target_us, []
+    for _ in range(1 + (MAX_RETRIES if timer is not None else 0)):
+        problem = lm.problem(setup.values, budget_us)
+        if lm.missing:
+            _missing(cfg, lm, setup.table)
+        t0 = time.perf_counter()
+        result = run_search(cfg.algo, problem, seed=cfg.seed, fitness=fitness, **cfg.search_options)
+        seconds += time.perf_counter() - t0
+        counts = [lm.options[g][i] for g, i in enumerate(result.choice)]
+        graph = graphs.analyse(copy.deepcopy(setup.original), size, keep_residual=cfg.keep_residual)
+        pruned = surgery.prune(graph, surgery.choose(graph, counts, cfg.importance, setup.prev))
+        if timer is None:
+            break
+        got = timer.measure([pruned])[0]
+        attempts.append({"budget_ms": budget_us / 1e3, "predicted_ms": lm.predict(counts) / 1e3,
+                         "measured_ms": got / 1e3})
+        if got <= target_us * (1 - MEASURE_MARGIN):
+            break
+        budget_us *= min(target_us * (1 - MEASURE_MARGIN) / got, 0.99)
+    return Found(counts, pruned, graph, result, seconds, attempts)
+
+
+def make_report(cfg: PruneConfig, setup: Setup, found: Found, target_us: float, full_us: float) -> PruneReport:
+    lm = setup.lm
+    report = PruneReport(
+        model=cfg.model, device=str(setup.table.device.get("name")), context=asdict(setup.ctx), algo=cfg.algo,
+        importance=cfg.importance, target_ms=target_us / 1e3, calibrated=lm.calibrated, scale=lm.scale,
+        rest_ms=lm.rest_us / 1e3,
+        original=_candidate("original", setup.original, setup.size, full_us),
+        pruned=_candidate(f"latprof ({cfg.algo})", found.pruned, setup.size, lm.predict(found.counts)),
+        groups=[{"root": g.root, "channels": g.channels, "options": lm.options[g.index], "kept": k,
+                 "convs_out": list(g.out_convs)} for g, k in zip(found.graph.groups, found.counts)],
+        search_seconds=found.seconds, evaluations=found.result.evaluations, attempts=found.attempts,
+        fitness=cfg.fitness, fitness_value=found.result.value, warnings=setup.warnings)
+    report.fits = {g.root: lm.fits.get((t.spec, "c" if t.spec.depthwise else "c_out"))
+                   for g in found.graph.groups for t in lm.terms if t.name == g.root}
+    return report
+
+
+def load_model(ref: str, input_size=None) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A registry name or file.py:factory (random weights), or a trained model saved with
+    torch.save (`latprof train`, `latprof prune`): a path ending in .pt or .pth."""
+    if ref.endswith((".pt", ".pth")):
+        from latprof.train.loop import load_model as load_saved
+
+        net = load_saved(ref).eval()
+        size = input_size or tuple(getattr(net, "latprof_input_size", None) or (3, 224, 224))
+        return net, tuple(size)
+    return models.load(ref, input_size)
+
+
+def _fitness(cfg: PruneConfig, original: nn.Module, size, lm, prev):
+    """None (the searchers maximise retained importance) or validation accuracy after brief training."""
+    if cfg.fitness == "importance":
+        return None
+    if cfg.fitness != "accuracy":
+        raise LatprofError(f"unknown fitness {cfg.fitness!r}; choose importance or accuracy")
+    if cfg.algo == "dp":
+        raise LatprofError("--fitness accuracy needs a searcher that takes a fitness: --algo evo, abc or ddpg")
+    if not cfg.data:
+        raise LatprofError("--fitness accuracy needs --data SPEC, the data the model was trained on")
+    from latprof.prune import accfit as accfit
+    from latprof.train import data as datasets
+
+    splits = datasets.load(cfg.data, seed=cfg.seed, image_size=size[-1])
+    return accfit.accuracy_fitness(
+        original, lambda m: graphs.analyse(m, size, keep_residual=cfg.keep_residual), lm.options, splits,
+        fitness_steps=cfg.fitness_steps, fitness_epochs=cfg.fitness_epochs, seed=cfg.seed,
+        importance=cfg.importance, prev=prev, device=cfg.train_device)
+
+
+def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
+    from latprof.tables import request as requests
+
+    path = cfg.request_out or (cfg.out / "request.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    specs = sorted(lm.missing)
+    requests.write_request(path, specs, {"device": table.device, "model": cfg.model})
+    listing = "\n".join(f"  {s.label()}" for s in specs[:15])
+    more = f"\n  ... and {len(specs) - 15} more" if len(specs) > 15 else ""
+    raise LatprofError(f"the table lacks {len(specs)} shape(s) the search needs:\n{listing}{more}\n"
+                       f"they are listed in {path}; measure them on {table.device.get('name')} with "
+                       f"`latprof sweep --request {path} --out TABLE`, merge, and prune again")
+
+
+def _pruned_copy(original: nn.Module, size, cfg: PruneConfig, counts: list[int]) -> nn.Module:
+    g = graphs.analyse(copy.deepcopy(original), size, keep_residual=cfg.keep_residual)
+    return surgery.prune(g, surgery.choose(g, counts, "l1"))
+
+
+def _candidate(name: str, model: nn.Module, size, predicted_us: float | None) -> Candidate:
+    macs, params = flops.count(model, size)
+    pred = None if predicted_us is None or not np.isfinite(predicted_us) else predicted_us / 1e3
+    return Candidate(name, surgery.channel_counts(model), pred, macs, params)
+
+
+def predict_model(lm: latmodel.LatencyModel, model: nn.Module) -> float | None:
+    """Predicted latency (us) of any pruned variant, from its conv shapes; None if the table lacks one."""
+    counts = surgery.channel_counts(model)
+    total = 0.0
+    before = set(lm.missing)
+    for t in lm.terms:
+        ci, co = counts[t.name]
+        v = lm.lookup(t, ci, co)
+        if v is None:
+            lm.missing = before
+            return None
+        total += v
+    return lm.scale * total + lm.rest_us
+
+
+def _baselines(original, size, cfg, macs_target) -> list[tuple[str, nn.Module]]:
+    """Uniform keep ratio, and Torch-Pruning's magnitude pruner (round_to=8), at the same MACs."""
+    import torch_pruning as tp
+
+    def uniform(r):
+        g = graphs.analyse(copy.deepcopy(original), size, keep_residual=cfg.keep_residual)
+        counts = [max(1, int(round(r * grp.channels))) for grp in g.groups]
+        return surgery.prune(g, surgery.choose(g, counts, "l1"))
+
+    def magnitude(r):
+        m = copy.deepcopy(original)
+        pruner = tp.pruner.MagnitudePruner(m, torch.zeros(1, *size), importance=tp.importance.MagnitudeImportance(p=1),
+                                           pruning_ratio=r, ignored_layers=graphs.classifier(m), round_to=8)
+        pruner.step()
+        return m
+
+    out = []
+    for name, make in (("uniform ratio", lambda r: uniform(1 - r)), ("torch-pruning L1, round_to=8", magnitude)):
+        lo, hi, best = 0.0, 0.95, None
+        for _ in range(12):  # bisection on the pruning ratio until MACs match
+            mid = (lo + hi) / 2
+            m = make(mid)
+            macs = flops.count(m, size)[0]
+            best = (m, macs) if best is None or abs(macs - macs_target) < abs(best[1] - macs_target) else best
+            lo, hi = (mid, hi) if macs > macs_target else (lo, mid)
+        out.append((name, best[0]))
+    return out
+
+
+def _save(cfg: PruneConfig, model: nn.Module, size, report: PruneReport) -> dict:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    files = {"model": str(cfg.out / "pruned.pt"), "structure": str(cfg.out / "structure.json")}
+    with tbl.atomic_file(files["model"]) as f:
+        torch.save(model, f)
+    structure = {"model": cfg.model, "input_size": list(size),
+                 "convs": {k: list(v) for k, v in surgery.channel_counts(model).items()}}
+    tbl.atomic_write_bytes(files["structure"], (json.dumps(structure, indent=1) + "\n").encode())
+    example = torch.zeros(1, *size)
+    if cfg.export == "torchscript":
+        files["torchscript"] = str(cfg.out / "pruned.ts")
+        torch.jit.trace(model.eval(), example).save(files["torchscript"])
+    elif cfg.export == "onnx":
+        files["onnx"] = str(cfg.out / "pruned.onnx")
+        torch.onnx.export(model.eval(), example, files["onnx"], dynamo=False)
+    return files

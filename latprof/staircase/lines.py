@@ -1,0 +1,180 @@
+"""Fitted lines of a raw table: which rows a fit uses, the fit of one line, a model's layers.
+
+A *line* (`models.lines.Line`) is read from the raw table by its specs; whatever counts were
+measured (dense, sparse or coarse) are fitted with `staircase.fit.fit_steps` on the
+drift-normalised medians (which flagged rows take part: see `excluded_rows`). A line with
+fewer than two measured counts, or without its full count, is *missing*: the caller
+reports it and how to measure it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from latprof.models import lines as plan
+from latprof.errors import LatprofError
+from latprof.spec import KEY_FIELDS, ConvSpec, Context
+from latprof.staircase.fit import StepFit, fit_steps
+from latprof.tables.io import LatencyTable
+
+#: Relative noise handed to the fitter: the protocol's 5% IQR threshold is an IQR, and
+#: IQR / 1.35 is the standard deviation of a normal sample.
+FIT_NOISE_REL = 0.05 / 1.35
+
+
+@dataclass(frozen=True)
+class LineFit:
+    line: plan.Line
+    channels: tuple[int, ...]       # measured counts on the line, ascending
+    latency_us: tuple[float, ...]   # drift-normalised medians
+    excluded: tuple[bool, ...]      # left out of the fit (`excluded_rows`, `fit_flags`)
+    noisy: tuple[bool, ...]         # flag_noisy rows (fitted unless excluded)
+    fit: StepFit | None             # None when the line is missing
+
+    @property
+    def missing(self) -> bool:
+        return self.fit is None
+
+    def level_at(self, c: int) -> float | None:
+        """Latency of the plateau holding count c; None when c falls in an unresolved edge interval."""
+        if self.fit is None or not 1 <= c <= self.line.full:
+            return None
+        for seg in self.fit.segments:
+            if seg.start <= c <= seg.end:
+                return seg.level
+        for seg, nxt in zip(self.fit.segments, self.fit.segments[1:]):
+            if seg.end < c < nxt.start:
+                return None
+        return self.fit.segments[-1].level if c > self.fit.segments[-1].end else self.fit.segments[0].level
+
+
+def excluded_rows(df: pd.DataFrame, drop_noisy: bool = False) -> np.ndarray:
+    """Which rows of a raw table stay out of a step fit (the one rule `steps` and `diff` use).
+
+    Excluded: rows measured on a throttling GPU, and with ``drop_noisy`` rows flagged
+    `flag_noisy` too. By default noisy rows (median still uncertain when the
+    protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
+    normalised latency is what corrects the drift): the fitter pools every plateau's
+    points, so one uncertain median costs little, while a hole in a line costs an edge.
+    On this project's CPU a tenth to two fifths of the rows of a quick-protocol sweep end
+    flagged noisy, wherever the machine was busy, edge probes of a sparse sweep included;
+    `bench/steps_bench.py` measures edge recall both ways (its table "The same sweeps with
+    the rows flagged noisy left out of every fit").
+    The noisy flag stays in the table and in the plots (hollow points)."""
+    return df["flag_throttled"].to_numpy(dtype=bool) | (df["flag_noisy"].to_numpy(dtype=bool) & drop_noisy)
+
+
+def fit_flags(excluded) -> np.ndarray:
+    """The points to leave out of a fit: `excluded`, unless that is every point; then none
+    (a fit of uncertain points says more than no fit)."""
+    flags = np.asarray(excluded, dtype=bool)
+    return np.zeros_like(flags) if flags.all() else flags
+
+
+class TableIndex:
+    """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy) for one raw table;
+    `excluded_rows` says which rows are excluded."""
+
+    def __init__(self, table: LatencyTable, drop_noisy: bool = False):
+        df = table.df
+        keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
+        values = zip(df["latency_norm_us_p50"].astype(float), excluded_rows(df, drop_noisy),
+                     df["flag_noisy"].to_numpy(dtype=bool))
+        self.values = dict(zip(keys, values))
+
+    def get(self, spec: ConvSpec):
+        return self.values.get(spec.key())
+
+
+def fit_line(index: TableIndex, line: plan.Line) -> LineFit:
+    got = [(c, index.get(line.spec_at(c))) for c in range(1, line.full + 1)]
+    got = [(c, v) for c, v in got if v is not None]
+    channels = tuple(c for c, _ in got)
+    lat = tuple(v[0] for _, v in got)
+    excluded = tuple(bool(v[1]) for _, v in got)
+    noisy = tuple(bool(v[2]) for _, v in got)
+    if len(channels) < 2 or channels[-1] != line.full:
+        return LineFit(line, channels, lat, excluded, noisy, None)
+    flags = fit_flags(excluded)
+    fit = fit_steps(channels, lat, flagged=flags, noise_rel=FIT_NOISE_REL)
+    return LineFit(line, channels, lat, tuple(flags.tolist()), noisy, fit)
+
+
+@dataclass(frozen=True)
+class LayerSteps:
+    """A conv layer's staircases: along its c_out and along its c_in."""
+
+    name: str
+    spec: ConvSpec
+    out: LineFit
+    inp: LineFit
+
+
+def model_steps(table: LatencyTable, model: str, ctx: Context, input_size=None) -> list[LayerSteps]:
+    """Every conv layer of `model` with its fitted lines (missing ones included: `missing_lines`)."""
+    layers, lines = plan.load_lines(model, ctx, input_size=input_size)
+    index = TableIndex(table)
+    fits = {(line.base, line.axis): fit_line(index, line) for line in lines}
+    out = []
+    for layer in layers:
+        base = ctx.apply(layer.spec)
+        if base.depthwise:
+            f = fits[(base, "c")]
+            out.append(LayerSteps(layer.name, base, f, f))
+        else:
+            out.append(LayerSteps(layer.name, base, fits[(base, "c_out")], fits[(base, "c_in")]))
+    return out
+
+
+def missing_lines(layers: list[LayerSteps]) -> list[plan.Line]:
+    seen = {}
+    for lay in layers:
+        for f in (lay.out, lay.inp):
+            if f.missing:
+                seen[(f.line.base, f.line.axis)] = f.line
+    return list(seen.values())
+
+
+def layer_frame(layers: list[LayerSteps]) -> pd.DataFrame:
+    """One row per layer: its count, the step edges below it, efficient counts, savings per step."""
+    rows = []
+    for lay in layers:
+        f = lay.out
+        if f.missing:
+            rows.append({"layer": lay.name, "c_in": lay.spec.c_in, "c_out": lay.spec.c_out, "axis": f.line.axis,
+                         "latency_us": None, "edges": [], "efficient": [], "saving_pct": [], "status": "missing"})
+            continue
+        full_level = f.level_at(f.line.full)
+        eff = [c for c in f.fit.efficient if c < f.line.full]
+        saving = [round(100 * (1 - f.level_at(c) / full_level), 1) for c in eff]
+        rows.append({"layer": lay.name, "c_in": lay.spec.c_in, "c_out": lay.spec.c_out, "axis": f.line.axis,
+                     "latency_us": round(full_level, 2), "edges": list(f.fit.edges), "efficient": eff,
+                     "saving_pct": saving, "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def unfittable_lines(table: LatencyTable | None, model: str, ctx: Context, *, input_size=None) -> list[plan.Line]:
+    """`model`'s sweep lines that `table` cannot fit (all of them when `table` is None)."""
+    _, lines = plan.load_lines(model, ctx, input_size=input_size)
+    if table is None:
+        return lines
+    index = TableIndex(table)
+    return [line for line in lines if fit_line(index, line).missing]
+
+
+def missing_specs(table: LatencyTable | None, model: str, ctx: Context, *, input_size=None,
+                  missing_lines_only: bool = False) -> list[ConvSpec]:
+    """The shapes of `model`'s sweep lines that `table` lacks (all of them when `table` is None).
+
+    The requirement is the *dense* lines (`models.lines.model_lines`: every count of c_out and
+    of c_in per distinct conv shape), the complete set a pruner could look up. A model sweep
+    is sparse by default, so against a sparsely swept table this asks for every count the
+    sampler skipped. With `missing_lines_only`, only lines the table cannot fit at all are
+    requested, densely. The (c_in, c_out) grid pairs of a sparse sweep are not part of it.
+    """
+    lines = unfittable_lines(table if missing_lines_only else None, model, ctx, input_size=input_size)
+    have = table.keys() if table is not None else set()
+    return [s for s in plan.line_specs(lines) if s.key() not in have]

@@ -1,0 +1,306 @@
+"""The raw latency table: its schema (declared once, here), Parquet I/O and validation.
+
+One row per measured `ConvSpec`; the key is every `ConvSpec` field (`KEY_FIELDS`).
+Units are in the column names. File metadata (key `latprof`, JSON) records where and
+how the numbers were measured; `schema_version` is checked on every read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from latprof.errors import LatprofError
+from latprof.spec import KEY_FIELDS, Context
+
+SCHEMA_VERSION = 1
+META_KEY = b"latprof"
+
+_KEY_TYPES = {"dtype": pa.string(), "layout": pa.string(), "backend": pa.string(), "tile": pa.string(),
+              "op": pa.string()}
+
+#: Measurement columns: (name, arrow type, meaning). Latencies are per call, in microseconds.
+MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("latency_us_p50", pa.float64(), "median of the raw samples"),
+    ("latency_us_p10", pa.float64(), "10th percentile, raw"),
+    ("latency_us_p25", pa.float64(), "25th percentile, raw"),
+    ("latency_us_p75", pa.float64(), "75th percentile, raw"),
+    ("latency_us_p90", pa.float64(), "90th percentile, raw"),
+    ("latency_us_min", pa.float64(), "fastest raw sample"),
+    ("latency_us_mean", pa.float64(), "mean of the raw samples"),
+    ("rel_iqr", pa.float64(), "(p75 - p25) / p50 of the raw samples"),
+    ("latency_norm_us_p50", pa.float64(), "median of the drift-normalised samples"),
+    ("latency_norm_us_p25", pa.float64(), "25th percentile, drift-normalised"),
+    ("latency_norm_us_p75", pa.float64(), "75th percentile, drift-normalised"),
+    ("rel_iqr_norm", pa.float64(), "(p75 - p25) / p50 of the drift-normalised samples"),
+    ("ref_us_p50", pa.float64(), "reference workload latency while this row was sampled"),
+    ("ref_baseline_us", pa.float64(), "reference latency the normalised samples are scaled to"),
+    ("ref_drift_rel", pa.float64(), "max/min - 1 of the reference while this row was sampled"),
+    ("n_samples", pa.int32(), "samples kept"),
+    ("inner_reps", pa.int32(), "calls per sample (CPU: so that a sample is long enough to time)"),
+    ("threads", pa.int32(), "CPU threads torch used"),
+    ("macs", pa.int64(), "multiply-accumulates of the call"),
+    ("flag_noisy", pa.bool_(), "standard error of the normalised median above the protocol's limit"),
+    ("flag_drift", pa.bool_(), "machine speed moved beyond the drift threshold during the row"),
+    ("flag_throttled", pa.bool_(), "the GPU reported throttling during the row"),
+    ("algo", pa.string(), "kernels the library launched (CUDA), when known"),
+    ("gpu_clock_mhz", pa.float64(), "SM clock during the row (NVML), when known"),
+    ("gpu_temp_c", pa.float64(), "GPU temperature during the row (NVML), when known"),
+    ("measured_at", pa.string(), "UTC time the row was finished, ISO 8601"),
+    ("host", pa.string(), "fingerprint of the host that measured the row"),
+    ("session", pa.string(), "id of the sweep process that measured the row"),
+)
+
+MEASUREMENT_FIELDS = tuple(name for name, _, _ in MEASUREMENT_COLUMNS)
+COLUMNS = KEY_FIELDS + MEASUREMENT_FIELDS
+
+
+def arrow_schema() -> pa.Schema:
+    fields = [pa.field(k, _KEY_TYPES.get(k, pa.int32()), nullable=False) for k in KEY_FIELDS]
+    fields += [pa.field(name, typ) for name, typ, _ in MEASUREMENT_COLUMNS]
+    return pa.schema(fields)
+
+
+@dataclass
+class LatencyTable:
+    """A raw table in memory: the rows and the file metadata."""
+
+    df: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> dict:
+        return self.meta.get("device", {})
+
+    def keys(self) -> set[tuple]:
+        return set(self.df[list(KEY_FIELDS)].itertuples(index=False, name=None))
+
+
+def empty_frame() -> pd.DataFrame:
+    return arrow_schema().empty_table().to_pandas()
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns in schema order with schema types (raises on a missing column)."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise LatprofError(f"rows are missing columns: {', '.join(missing)}")
+    table = pa.Table.from_pandas(df[list(COLUMNS)], schema=arrow_schema(), preserve_index=False)
+    return table.to_pandas()
+
+
+def upsert(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `new` replace rows of `old` with the same key; the result is sorted by key."""
+    both = pd.concat([conform(old), conform(new)], ignore_index=True) if len(old) else conform(new)
+    both = both.drop_duplicates(subset=list(KEY_FIELDS), keep="last")
+    return both.sort_values(list(KEY_FIELDS), kind="stable").reset_index(drop=True)
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """sha256 over the rows in key order; recorded in the metadata and checked on read."""
+    ordered = conform(df).sort_values(list(KEY_FIELDS), kind="stable").reset_index(drop=True)
+    h = hashlib.sha256()
+    h.update(",".join(ordered.columns).encode())
+    h.update(pd.util.hash_pandas_object(ordered, index=False).values.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def write(path: str | Path, table: LatencyTable) -> None:
+    """Atomic write: a temporary file in the same folder, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = conform(table.df)
+    meta = dict(table.meta)
+    meta["schema_version"] = SCHEMA_VERSION
+    meta["updated_at"] = now_iso()
+    meta.setdefault("created_at", meta["updated_at"])
+    meta["rows"] = len(df)
+    meta["content_hash"] = content_hash(df)
+    arrow = pa.Table.from_pandas(df, schema=arrow_schema(), preserve_index=False)
+    arrow = arrow.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True, default=str).encode(),
+                                           b"schema_version": str(SCHEMA_VERSION).encode()})
+    with atomic_file(path, ".tmp") as f:
+        pq.write_table(arrow, f)
+    table.meta = meta
+
+
+def read(path: str | Path, *, check_hash: bool = True) -> LatencyTable:
+    """Read and validate a table; every problem is a `LatprofError` that says what to do."""
+    path = Path(path)
+    if not path.exists():
+        raise LatprofError(f"table {path} does not exist; measure one with `latprof sweep --out {path} ...`")
+    arrow, meta = read_parquet(path)
+    check_version(meta.get("schema_version"), path)
+    df = arrow.to_pandas()
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise LatprofError(f"{path} lacks the columns {', '.join(missing)} that schema version "
+                           f"{SCHEMA_VERSION} requires; the file was damaged or edited. Re-measure it.")
+    df = conform(df)
+    if check_hash and meta.get("content_hash") and content_hash(df) != meta["content_hash"]:
+        raise LatprofError(f"{path}: the rows do not match the content hash in its metadata "
+                           "(edited or corrupted after it was written). Fetch or measure it again.")
+    return LatencyTable(df, meta)
+
+
+def read_parquet(path: str | Path, what: str = "latprof table") -> tuple[pa.Table, dict]:
+    """The one reader of latprof Parquet files (raw tables, step tables): the rows and the
+    `latprof` metadata, with no version, column or hash checks."""
+    path = Path(path)
+    if not path.is_file():
+        raise LatprofError(f"{path} is not a file" if path.exists() else f"{what} {path} does not exist")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LatprofError(f"{path} is not a readable Parquet file ({exc}); it may be truncated or "
+                           f"not a {what}. Measure it again, or fetch it again.") from None
+    raw_meta = arrow.schema.metadata or {}
+    if META_KEY not in raw_meta:
+        raise LatprofError(f"{path} is a Parquet file but not a {what} (no `latprof` metadata)")
+    try:
+        meta = json.loads(raw_meta[META_KEY])
+    except ValueError:
+        raise LatprofError(f"{path}: the latprof metadata is not valid JSON; the file is damaged") from None
+    if not isinstance(meta, dict):
+        raise LatprofError(f"{path}: the latprof metadata is not a JSON object; the file is damaged")
+    return arrow, meta
+
+
+def read_raw(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Rows and metadata of a table file without the version, column or hash checks (upgrades)."""
+    arrow, meta = read_parquet(path)
+    return arrow.to_pandas(), meta
+
+
+def file_schema_version(path: str | Path) -> int | None:
+    """The schema version a file's metadata states, or None when it states none readable."""
+    try:
+        meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
+        return int(meta["schema_version"])
+    except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def context(table: LatencyTable, batch=None, dtype=None, backend=None, layout=None, tile=None) -> Context:
+    """The one (batch, dtype, layout, backend, tile) combination of `table` asked for, or its only one.
+    The one place that checks a table holds the rows a command needs."""
+    combos = table.df[["batch", "dtype", "layout", "backend", "tile"]].drop_duplicates()
+    for col, want in (("batch", batch), ("dtype", dtype), ("backend", backend), ("layout", layout), ("tile", tile)):
+        if want is not None:
+            combos = combos[combos[col] == want]
+    if combos.empty:
+        asked = {k: v for k, v in dict(batch=batch, dtype=dtype, backend=backend, layout=layout).items() if v}
+        have = table.df[["batch", "dtype", "layout", "backend"]].drop_duplicates().to_dict("records")
+        raise LatprofError(f"the table holds no rows for {asked}; it holds {have}. Measure them with "
+                           f"`latprof sweep --model MODEL --batch B --dtype D`, or pick one of those")
+    if len(combos) > 1:
+        options = "; ".join(f"--batch {r.batch} --dtype {r.dtype} --backend {r.backend}" + (
+            f" --tile {r.tile}" if r.tile else "") for r in combos.itertuples())
+        raise LatprofError(f"the table holds several batch/dtype/backend combinations; choose one: {options}")
+    r = combos.iloc[0]
+    return Context(int(r["batch"]), str(r["dtype"]), str(r["layout"]), str(r["backend"]), str(r["tile"]))
+
+
+def check_version(version, path) -> None:
+    if version is None:
+        raise LatprofError(f"{path} has no schema_version in its metadata; it is not a latprof table")
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise LatprofError(f"{path}: schema_version {version!r} is not a number; the file is damaged") from None
+    if int(version) > SCHEMA_VERSION:
+        raise LatprofError(f"{path} has schema version {version}, newer than this latprof understands "
+                           f"({SCHEMA_VERSION}). Upgrade latprof: `pip install -U latprof`.")
+    if int(version) < SCHEMA_VERSION:
+        raise LatprofError(f"{path} has schema version {version}, older than this latprof's "
+                           f"({SCHEMA_VERSION}). Convert it with `latprof tables upgrade {path}`.")
+
+
+def validate(table: LatencyTable) -> list[str]:
+    """Problems in a table that reads fine: duplicate keys, impossible values, missing provenance."""
+    problems = []
+    df = table.df
+    dups = int(df.duplicated(subset=list(KEY_FIELDS)).sum())
+    if dups:
+        problems.append(f"{dups} rows repeat a key")
+    for col in ("latency_us_p50", "latency_norm_us_p50"):
+        bad = int((~(df[col] > 0)).sum())
+        if bad:
+            problems.append(f"{bad} rows have {col} <= 0 or missing")
+    order = (df["latency_us_p25"] <= df["latency_us_p50"]) & (df["latency_us_p50"] <= df["latency_us_p75"])
+    if not order.all():
+        problems.append(f"{int((~order).sum())} rows have quantiles out of order")
+    if (df["n_samples"] < 1).any():
+        problems.append("some rows have no samples")
+    for key in ("device", "versions", "protocol", "host"):
+        if key not in table.meta:
+            problems.append(f"metadata lacks `{key}`")
+    return problems
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- provenance: device identity and software versions --------------------------------------
+
+#: Software whose version can move latencies; compared between a table and the running process.
+SOFTWARE = ("torch", "cuda", "cudnn", "triton")
+
+
+def same_device(a: dict, b: dict) -> bool:
+    """Whether two tables' metadata (or their `device` dicts) name one device: the one identity
+    check (kind and slug) that the store, merge, request and prune use."""
+    a, b = a.get("device", a) or {}, b.get("device", b) or {}
+    return (a.get("kind"), a.get("slug")) == (b.get("kind"), b.get("slug"))
+
+
+def version_warnings(meta: dict, running: dict) -> list[str]:
+    """One line per software version that differs between a table's measurement and `running`
+    (`measure.device.software_versions`)."""
+    recorded = meta.get("versions")
+    if not recorded:
+        return ["the table records no software versions; it cannot be checked against this machine's"]
+    out = []
+    for name in SOFTWARE:
+        a, b = recorded.get(name), running.get(name)
+        if str(a) != str(b):
+            out.append(f"{name}: the table was measured with {a or 'none'}, this machine runs {b or 'none'}; "
+                       "latencies under this machine's software may differ")
+    return out
+
+
+# --- atomic files -------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, suffix: str = ".tmp"):
+    """The one atomic write: a binary file written beside `path` and renamed over it only once
+    complete and fsync'ed; an exception (or a kill) leaves `path` as it was. Opened with mode "x",
+    the file gets the umask's permissions (a file meant to be shared), not mkstemp's 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"))
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
