@@ -32,7 +32,6 @@ from latprof import env, models
 from latprof.prune import graph as graphs
 from latprof.prune import latmodel as latmodel
 from latprof.prune import pipeline as pruning
-from latprof.staircase import lines as steps
 from latprof.prune import surgery as surgery
 from latprof.measure import sweep as sweep
 from latprof.tables import io as tbl

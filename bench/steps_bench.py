@@ -37,7 +37,6 @@ from pathlib import Path
 
 from common import write_results
 
-from latprof import models
 from latprof.models import lines as plan
 from latprof.spec import Context
 from latprof.staircase import lines as steps

@@ -6,7 +6,6 @@ import math
 
 import pandas as pd
 
-from latprof import models
 from latprof.models import lines as plan
 from latprof.tables import io as tbl
 from latprof.spec import Context, ConvSpec

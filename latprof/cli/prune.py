@@ -13,6 +13,7 @@ import click
 from latprof import env
 from latprof.cli.app import _input_size
 from latprof.spec import DTYPES
+from latprof.staircase import options
 
 
 @click.command("prune")
@@ -29,7 +30,7 @@ from latprof.spec import DTYPES
 @click.option("--dtype", type=click.Choice(DTYPES), help="Dtype (default: the table's only one).")
 @click.option("--backend", type=click.Choice(["cpu", "cudnn", "triton"]), help="Backend rows of the table.")
 @click.option("--input-size", callback=_input_size, help="C,H,W for a model from a file.")
-@click.option("--min-keep", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True,
+@click.option("--min-keep", type=click.FloatRange(min=0, max=1), default=options.MIN_KEEP, show_default=True,
               help="Keep at least this share of each group's channels.")
 @click.option("--keep-residual/--no-keep-residual", default=None,
               help="Keep channels coupled by residual adds whole (default: on when the model has them).")

@@ -6,7 +6,6 @@ command and rank 0 alone prints and saves.
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latprof.errors import LatprofError
 from latprof.models.registry import ConvLayer, conv_layers, load
 from latprof.spec import ConvSpec, Context
 

@@ -23,7 +23,7 @@ from latprof.staircase import lines as steps
 from latprof.staircase import options
 from latprof.errors import LatprofError
 from latprof.prune.graph import Graph
-from latprof.spec import ConvSpec
+from latprof.spec import ConvSpec, Context
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,14 @@ class LatencyModel:
         """The search problem over option indices (see `latprof.search.problem`)."""
         from latprof.search.problem import Problem, Term
 
+        terms, constant = self.term_tables()
+        return Problem(options=tuple(tuple(o) for o in self.options), value=tuple(values),
+                       terms=tuple(Term(gs, table) for gs, table in terms), constant=constant, target=target_us)
+
+    def term_tables(self) -> tuple[list[tuple[tuple[int, ...], np.ndarray]], float]:
+        """Per conv: the groups it depends on and its scaled latency for every pair of their options
+        (NaN where the table lacks the shape, which `missing` then holds); and the constant part.
+        Every option pair is looked up, so after one call `missing` lists all a search could need."""
         out, constant = [], self.rest_us
         for t in self.terms:
             gs = tuple(g for g in (t.g_in, t.g_out) if g is not None)
@@ -103,9 +111,8 @@ class LatencyModel:
                 table[idx] = np.nan if v is None else self.scale * v
             if len(gs) == 2 and gs[0] > gs[1]:
                 gs, table = gs[::-1], table.T
-            out.append(Term(gs, table))
-        return Problem(options=tuple(tuple(o) for o in self.options), value=tuple(values), terms=tuple(out),
-                       constant=constant, target=target_us)
+            out.append((gs, table))
+        return out, constant
 
 
 def _required(v):

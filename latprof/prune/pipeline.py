@@ -18,7 +18,7 @@ from latprof.errors import LatprofError
 from latprof.measure import device as devices
 from latprof.measure.scheduler import measure_models
 from latprof.measure.timing import Clock, CudaClock, Protocol
-from latprof.prune import flops, latmodel, surgery
+from latprof.prune import baselines, flops, latmodel, surgery
 from latprof.prune import graph as graphs
 from latprof.spec import Context
 from latprof.staircase import options
@@ -178,8 +178,9 @@ def run(cfg: PruneConfig) -> PruneReport:
         report = make_report(cfg, setup, found, target_us, full_us)
         base_nets = []
         if cfg.compare:
-            base_nets = _baselines(setup.original, setup.size, cfg, report.pruned.macs)
-            report.baselines = [_candidate(name, m, setup.size, predict_model(setup.lm, m)) for name, m in base_nets]
+            base_nets = baselines.at_equal_macs(setup.original, setup.size, report.pruned.macs, cfg.keep_residual)
+            report.baselines = [_candidate(name, m, setup.size, baselines.predict_model(setup.lm, m))
+                                for name, m in base_nets]
         if timer is not None:
             cands = [report.original, report.pruned] + report.baselines
             nets = [setup.original, found.pruned] + [m for _, m in base_nets]
@@ -215,8 +216,7 @@ def load(cfg: PruneConfig) -> Setup:
     prev = torch.load(cfg.weights_prev, map_location="cpu") if cfg.weights_prev else None
     scores = [surgery.group_scores(graph, g, cfg.importance, prev) for g in graph.groups]
     values = [option_values(s, opts) for s, opts in zip(scores, lm.options)]
-    lm.conv_sum(lm.full_counts())
-    lm.conv_sum([opts[0] for opts in lm.options])
+    lm.term_tables()  # looks up every option pair: all missing shapes at once, in one request
     if lm.missing:
         _missing(cfg, lm, table)
     return Setup(table, ctx, original, size, lm, values, prev, warnings)
@@ -349,7 +349,9 @@ def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
     requests.write_request(path, specs, {"device": table.device, "model": cfg.model})
     listing = "\n".join(f"  {s.label()}" for s in specs[:15])
     more = f"\n  ... and {len(specs) - 15} more" if len(specs) > 15 else ""
-    raise LatprofError(f"the table lacks {len(specs)} shape(s) the search needs:\n{listing}{more}\n"
+    below = (f"\n--min-keep {cfg.min_keep} is below the {options.MIN_KEEP} a model sweep measures its grid "
+             "for; the request covers the pairs below it" if cfg.min_keep < options.MIN_KEEP else "")
+    raise LatprofError(f"the table lacks {len(specs)} shape(s) the search needs:\n{listing}{more}{below}\n"
                        f"they are listed in {path}; measure them on {table.device.get('name')} with "
                        f"`latprof sweep --request {path} --out TABLE`, merge, and prune again")
 
@@ -363,50 +365,6 @@ def _candidate(name: str, model: nn.Module, size, predicted_us: float | None) ->
     macs, params = flops.count(model, size)
     pred = None if predicted_us is None or not np.isfinite(predicted_us) else predicted_us / 1e3
     return Candidate(name, surgery.channel_counts(model), pred, macs, params)
-
-
-def predict_model(lm: latmodel.LatencyModel, model: nn.Module) -> float | None:
-    """Predicted latency (us) of any pruned variant, from its conv shapes; None if the table lacks one."""
-    counts = surgery.channel_counts(model)
-    total = 0.0
-    before = set(lm.missing)
-    for t in lm.terms:
-        ci, co = counts[t.name]
-        v = lm.lookup(t, ci, co)
-        if v is None:
-            lm.missing = before
-            return None
-        total += v
-    return lm.scale * total + lm.rest_us
-
-
-def _baselines(original, size, cfg, macs_target) -> list[tuple[str, nn.Module]]:
-    """Uniform keep ratio, and Torch-Pruning's magnitude pruner (round_to=8), at the same MACs."""
-    import torch_pruning as tp
-
-    def uniform(r):
-        g = graphs.analyse(copy.deepcopy(original), size, keep_residual=cfg.keep_residual)
-        counts = [max(1, int(round(r * grp.channels))) for grp in g.groups]
-        return surgery.prune(g, surgery.choose(g, counts, "l1"))
-
-    def magnitude(r):
-        m = copy.deepcopy(original)
-        pruner = tp.pruner.MagnitudePruner(m, torch.zeros(1, *size), importance=tp.importance.MagnitudeImportance(p=1),
-                                           pruning_ratio=r, ignored_layers=graphs.classifier(m), round_to=8)
-        pruner.step()
-        return m
-
-    out = []
-    for name, make in (("uniform ratio", lambda r: uniform(1 - r)), ("torch-pruning L1, round_to=8", magnitude)):
-        lo, hi, best = 0.0, 0.95, None
-        for _ in range(12):  # bisection on the pruning ratio until MACs match
-            mid = (lo + hi) / 2
-            m = make(mid)
-            macs = flops.count(m, size)[0]
-            best = (m, macs) if best is None or abs(macs - macs_target) < abs(best[1] - macs_target) else best
-            lo, hi = (mid, hi) if macs > macs_target else (lo, mid)
-        out.append((name, best[0]))
-    return out
 
 
 def _save(cfg: PruneConfig, model: nn.Module, size, report: PruneReport) -> dict:

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from latprof.models import lines as plan
-from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS, ConvSpec, Context
 from latprof.staircase.fit import StepFit, fit_steps
 from latprof.tables.io import LatencyTable

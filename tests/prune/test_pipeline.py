@@ -7,7 +7,6 @@ from latprof import models
 from latprof.prune import graph as graphs
 from latprof.prune import latmodel as latmodel
 from latprof.prune import pipeline as pruning
-from latprof.staircase import lines as steps
 from latprof.prune import surgery as surgery
 from latprof.tables import io as tbl
 from latprof.errors import LatprofError
