@@ -1,4 +1,5 @@
-"""Measure many shapes in interleaved, drift-tracked rounds and store one row per shape.
+"""The one interleaved scheduler: conv shapes of a sweep (`Profiler`, one table row per shape)
+and whole models (`measure_models`) are sampled by the same loop (`interleaved_round`).
 
 Why interleaved: the machines drift (one matrix product's speed switched between two levels
 1.74x apart for seconds at a time on this project's CPUs). Measuring one shape to completion
@@ -14,6 +15,7 @@ A shape stops when its normalised samples' relative IQR is under the protocol's 
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections import deque
@@ -41,7 +43,9 @@ BASELINE_READINGS = 7
 
 @dataclass
 class _Shape:
-    spec: ConvSpec
+    """One thing being sampled: a conv shape of a sweep, or (spec None) a whole model."""
+
+    spec: ConvSpec | None
     run: Callable
     reps: int
     algo: str = ""
@@ -138,22 +142,8 @@ class Profiler:
             held += need
 
     def _round(self, active: list[_Shape]) -> None:
-        """One sample of every active shape, in a shuffled order, with reference readings between."""
-        for i in self.rng.permutation(len(active)):
-            shape = active[i]
-            if self.clock.now() - self._last_ref >= self.protocol.ref_interval_s:
-                self.ref.read()
-                self._last_ref = self.clock.now()
-            t0 = self.clock.now()
-            shape.samples.append(self.clock.sample(shape.run, shape.reps))
-            t1 = self.clock.now()
-            shape.times.append((t0 + t1) / 2)
-            shape.sampled_s += t1 - t0
-            state = self.clock.gpu_state()
-            if state:
-                shape.gpu.append(state)
-        self.ref.read()
-        self._last_ref = self.clock.now()
+        self._last_ref = interleaved_round(active, self.clock, self.ref, self.rng, self.protocol.ref_interval_s,
+                                           self._last_ref)
 
     def _normalised(self, shape: _Shape) -> tuple[np.ndarray, np.ndarray]:
         ref_at = self.ref.at(shape.times)
@@ -196,37 +186,56 @@ class Profiler:
             measured_at=now_iso(), host=self.host, session=self.session,
         ).row(shape.spec)
 
+def interleaved_round(items: list[_Shape], clock: Clock, ref: Reference, rng: np.random.Generator,
+                      ref_interval_s: float, last_ref: float) -> float:
+    """The one sampling loop: one sample of every item, in a shuffled order, with a reference
+    reading whenever `ref_interval_s` has passed and one at the end; each sample is placed at
+    its mid time on the drift timeline. Returns the time of the last reference reading."""
+    for i in rng.permutation(len(items)):
+        item = items[i]
+        if clock.now() - last_ref >= ref_interval_s:
+            ref.read()
+            last_ref = clock.now()
+        t0 = clock.now()
+        item.samples.append(clock.sample(item.run, item.reps))
+        t1 = clock.now()
+        item.times.append((t0 + t1) / 2)
+        item.sampled_s += t1 - t0
+        state = clock.gpu_state()
+        if state:
+            item.gpu.append(state)
+    ref.read()
+    return clock.now()
+
+
 def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
                    protocol: Protocol, rounds: int | None = None, seed: int = 0,
-                   baseline_us: float | None = None) -> list[float]:
-    """Drift-normalised median latency (us) of each model's forward pass at `batch`.
+                   baseline_us: float | None = None, layout: str = "nchw") -> list[float]:
+    """Drift-normalised median latency (us) of each model's forward pass at `batch`, timed in
+    interleaved rounds with the reference (`interleaved_round`, as the sweeps are).
 
-    `baseline_us`: the reference latency to normalise to; pass the table's
-    (`meta["reference"]["baseline_us"]`) so that measurements taken in different calls, and
-    the table's own rows, are on one scale. Default: this call's median reference reading."""
+    The models are timed as copies moved to the device, dtype and layout (NHWC: channels_last)
+    of the table: the callers' models stay where they were. `baseline_us`: the reference
+    latency to normalise to; pass the table's (`meta["reference"]["baseline_us"]`) so that
+    measurements taken in different calls, and the table's own rows, are on one scale.
+    Default: this call's median reference reading."""
     dt = backends.DTYPES[dtype]
-    x = torch.randn(batch, *input_size).to(device.torch_device, dt)
-    runs = []
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    x = torch.randn(batch, *input_size).to(device.torch_device, dt).contiguous(memory_format=fmt)
+    items = []
     for m in models:
-        m = m.to(device.torch_device, dt).eval()
+        m = copy.deepcopy(m).to(device.torch_device, dt, memory_format=fmt).eval()
 
         def run(m=m):
             with torch.inference_mode():
                 return m(x)
-        runs.append(run)
+        items.append(_Shape(None, run, clock.warmup(run, protocol.warmup_s * 3, protocol.min_sample_s)))
     label, ref_fn = backends.reference_runner(device, dtype)
     ref = Reference(ref_fn, clock, label)
-    reps = [clock.warmup(r, protocol.warmup_s * 3, protocol.min_sample_s) for r in runs]
     rng = np.random.default_rng(seed)
-    n = rounds or max(protocol.min_samples * 2, 15)
-    samples = [[] for _ in runs]
-    times = [[] for _ in runs]
-    for _ in range(n):
-        ref.read()
-        for i in rng.permutation(len(runs)):
-            t0 = clock.now()
-            samples[i].append(clock.sample(runs[i], reps[i]))
-            times[i].append((t0 + clock.now()) / 2)
     ref.read()
+    last_ref = clock.now()
+    for _ in range(rounds or max(protocol.min_samples * 2, 15)):
+        last_ref = interleaved_round(items, clock, ref, rng, protocol.ref_interval_s, last_ref)
     base = baseline_us or ref.baseline()
-    return [summarize(np.asarray(s) * base / ref.at(t)).p50 for s, t in zip(samples, times)]
+    return [summarize(np.asarray(it.samples) * base / ref.at(it.times)).p50 for it in items]

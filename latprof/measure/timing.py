@@ -2,7 +2,7 @@
 
 Modelled on `triton.testing.do_bench` (warm-up by time budget, L2 flush, CUDA events,
 quantiles) and `torch.utils.benchmark` (median and IQR, a named noise threshold).
-The interleaved, drift-tracked scheduling that uses these primitives is in `profiler.py`.
+The interleaved, drift-tracked scheduling that uses these primitives is in `scheduler.py`.
 """
 
 from __future__ import annotations

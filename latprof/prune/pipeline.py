@@ -162,7 +162,7 @@ class Timer:
     def measure(self, nets: list[nn.Module]) -> list[float]:
         """Drift-normalised median latency (us) of each model, timed together in interleaved rounds."""
         return measure_models(nets, self.size, self.ctx.batch, self.ctx.dtype, self.here, self.clock,
-                              self.protocol, baseline_us=self.baseline_us)
+                              self.protocol, baseline_us=self.baseline_us, layout=self.ctx.layout)
 
 
 def run(cfg: PruneConfig) -> PruneReport:

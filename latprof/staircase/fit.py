@@ -20,7 +20,7 @@ Contract
   the first measured count known to be at the new level. With contiguous
   measurements the interval is a single count and the edge is exact.
 - Flagged points (those the caller excludes: `latprof.staircase.lines` excludes rows measured on a
-  throttling GPU, see `steps.TableIndex`) take no part in the fit; they act like
+  throttling GPU, see `staircase.lines.TableIndex`) take no part in the fit; they act like
   unmeasured counts and are listed in ``StepFit.flagged``.
 - Efficient counts (the Pareto frontier of channels vs latency): the ``end`` of
   segment k is efficient when its level is faster, by more than the noise, than

@@ -7,6 +7,7 @@ from latprof.spec import KEY_FIELDS
 GRID = ["sweep", "--cin", "4", "--cout", "2-12:2", "--hw", "6", "--quick", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_sweep_writes_a_table_named_after_the_device_and_resumes(cli, tmp_path):
     r = cli(*GRID)
     assert r.exit_code == 0, r.output
@@ -27,6 +28,7 @@ def test_info_and_validate(cli, small_table):
     assert v.exit_code == 0 and "ok (6 rows" in v.output
 
 
+@pytest.mark.slow
 def test_model_coverage(cli, tmp_path):
     out = tmp_path / "m.parquet"
     r = cli("sweep", "--model", "resnet20_cifar10", "--every", "8", "--quick", "--no-progress",
@@ -36,6 +38,7 @@ def test_model_coverage(cli, tmp_path):
     assert "coverage of resnet20_cifar10" in info.output and "batch 1 float32 nchw cpu" in info.output
 
 
+@pytest.mark.slow
 def test_shards_merge_into_the_unsharded_plan(cli, tmp_path):
     for i in (1, 2, 3):
         r = cli(*GRID, "--shard", f"{i}/3")
@@ -51,6 +54,7 @@ def test_shards_merge_into_the_unsharded_plan(cli, tmp_path):
     assert not merged.duplicated(list(KEY_FIELDS)).any()
 
 
+@pytest.mark.slow
 def test_budget_stops_and_says_how_to_resume(cli, tmp_path):
     r = cli("sweep", "--cin", "4", "--cout", "1-200", "--hw", "6", "--quick", "--no-progress",
             "--budget-minutes", "0.01", "--out", tmp_path / "b.parquet")
@@ -139,6 +143,7 @@ def test_models_lists_and_shows_layers(cli):
     assert r.output.count("\n") == 13 and "features.0" in r.output
 
 
+@pytest.mark.slow
 def test_wave_predicts_edges_and_plots(cli, tmp_path):
     r = cli("wave", "vgg16", "--layer", "features.28", "--batch", "32", "--preset", "titan_rtx",
             "--plot", tmp_path / "w.png")

@@ -60,6 +60,7 @@ def sparse_figures(period, prior=None, p_outlier=0.0, seeds=SEEDS):
     return max(fractions), found / total, float(np.mean(fractions))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("period, prior", [(32, None), (64, None), (32, 32), (64, 64)])
 def test_realistic_sparse_vs_dense(period, prior):
     worst, recall, mean = sparse_figures(period, prior)
@@ -67,6 +68,7 @@ def test_realistic_sparse_vs_dense(period, prior):
     assert recall >= 0.95, f"only {recall:.1%} of edges within +-1"
 
 
+@pytest.mark.slow
 def test_realistic_with_outliers():
     """3 % of measurements slowed by 30..100 % (interference): still within budget."""
     worst, recall, _ = sparse_figures(64, p_outlier=0.03, seeds=range(12))

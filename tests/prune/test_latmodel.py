@@ -23,9 +23,18 @@ def build(path):
 
 
 @pytest.fixture(scope="module")
-def coarse(tmp_path_factory):
+def coarse_model(tmp_path_factory):
     """Lines measured at every 4th count (1, 4, 8, ..., full), no (c_in, c_out) grid pairs."""
     return build(model_table(tmp_path_factory.mktemp("lm") / "coarse.parquet", MODEL, every=4))
+
+
+@pytest.fixture
+def coarse(coarse_model):
+    """The shared model with no recorded misses and no calibration, whatever earlier tests did."""
+    lm, t = coarse_model
+    lm.missing.clear()
+    lm.scale, lm.rest_us = 1.0, 0.0
+    return lm, t
 
 
 def term(lm, name):
@@ -51,6 +60,22 @@ def test_lookup_returns_the_measured_row_when_present(coarse):
     assert lm.missing == set()
 
 
+def rippled_us(spec):
+    """The staircase with a +-1% ripple inside each plateau (below the fitter's noise floor)."""
+    return staircase_us(spec) * (1 + 0.01 * ((spec.c_in + spec.c_out) % 3 - 1))
+
+
+def test_a_measured_row_wins_over_its_plateau_level(tmp_path):
+    lm, _ = build(model_table(tmp_path / "ripple.parquet", MODEL, every=4, latency=rippled_us))
+    conv = term(lm, "features.3")
+    fit = lm.fits[(conv.spec, "c_out")]
+    assert [(s.start, s.end) for s in fit.fit.segments] == [(1, 16), (20, 32)]
+    measured = rippled_us(conv.spec.replace(c_out=8))
+    assert measured != pytest.approx(fit.level_at(8), rel=1e-3)   # the row and the level differ
+    assert lm.lookup(conv, 32, 8) == pytest.approx(measured, rel=1e-12)
+    assert lm.lookup(conv, 32, 10) == pytest.approx(fit.level_at(10), rel=1e-12)   # unmeasured: level
+
+
 @pytest.mark.parametrize("c_in, c_out, axis_spec", [
     (32, 10, dict(c_out=16)),    # c_out 10 unmeasured, inside the measured plateau 1..16
     (32, 27, dict(c_out=32)),    # inside 20..32
@@ -67,7 +92,6 @@ def test_lookup_returns_the_plateau_level_inside_a_fitted_plateau(coarse, c_in, 
 
 def test_lookup_in_an_unresolved_edge_interval_is_missing(coarse):
     lm, _ = coarse
-    lm.missing.clear()
     conv = term(lm, "features.3")
     # the step lies between the measured 16 and 20: 17..19 belong to neither plateau
     assert lm.lookup(conv, 32, 18) is None
@@ -76,13 +100,11 @@ def test_lookup_in_an_unresolved_edge_interval_is_missing(coarse):
 
 def test_lookup_of_a_pair_the_table_lacks_is_none_and_recorded(coarse):
     lm, _ = coarse
-    lm.missing.clear()
     conv = term(lm, "features.7")                 # 32 -> 64
     assert lm.lookup(conv, 16, 32) is None        # both counts pruned: no line holds the pair
     assert lm.missing == {conv.spec.replace(c_in=16, c_out=32)}
     # a configuration needing that pair sums to NaN rather than to a wrong number
     assert math.isnan(lm.conv_sum([32, 16, 32, 64]))
-    lm.missing.clear()
 
 
 def test_grid_pairs_make_pruned_pairs_exact(tmp_path):
@@ -97,19 +119,15 @@ def test_predict_is_scale_times_conv_sum_plus_rest(coarse):
     full = lm.full_counts()
     by_hand = sum(staircase_us(t.spec) for t in lm.terms)
     assert lm.conv_sum(full) == pytest.approx(by_hand)
-    try:
-        lm.scale, lm.rest_us = 1.5, 7.0
-        assert lm.predict(full) == pytest.approx(1.5 * by_hand + 7.0)
-        # only the last group moves: features.10 runs 64 -> 48, a measured point of its c_out line
-        counts = [32, 32, 64, 48]
-        last = lm.terms[-1].spec
-        expected = by_hand - staircase_us(last) + staircase_us(last.replace(c_out=48))
-        assert lm.conv_sum(counts) == pytest.approx(expected)
-        assert expected < by_hand
-        assert lm.predict(counts) == pytest.approx(1.5 * expected + 7.0)
-    finally:
-        lm.scale, lm.rest_us = 1.0, 0.0
-        lm.missing.clear()
+    lm.scale, lm.rest_us = 1.5, 7.0
+    assert lm.predict(full) == pytest.approx(1.5 * by_hand + 7.0)
+    # only the last group moves: features.10 runs 64 -> 48, a measured point of its c_out line
+    counts = [32, 32, 64, 48]
+    last = lm.terms[-1].spec
+    expected = by_hand - staircase_us(last) + staircase_us(last.replace(c_out=48))
+    assert lm.conv_sum(counts) == pytest.approx(expected)
+    assert expected < by_hand
+    assert lm.predict(counts) == pytest.approx(1.5 * expected + 7.0)
 
 
 def test_options_are_ascending_and_end_with_the_full_count(coarse):

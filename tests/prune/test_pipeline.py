@@ -26,6 +26,7 @@ def cfg_for(tables, model, tmp_path, **kw):
     return pruning.PruneConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_prune_meets_the_predicted_target_and_the_model_runs(tables, tmp_path, model):
     r = pruning.run(cfg_for(tables, model, tmp_path))
@@ -65,6 +66,7 @@ def test_surgery_is_exact_against_the_masked_original(model):
     assert [convs[g.root][1] for g in a.groups] == counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["evo", "abc"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_evo_and_abc_never_exceed_the_target(tables, tmp_path, algo, seed):
@@ -72,6 +74,7 @@ def test_evo_and_abc_never_exceed_the_target(tables, tmp_path, algo, seed):
     assert r.pruned.predicted_ms <= r.target_ms + 1e-9
 
 
+@pytest.mark.slow
 def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
     from latprof.search import run_search
     from latprof.prune.importance import option_values
@@ -89,6 +92,7 @@ def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
         assert best.value >= other.value - 1e-6
 
 
+@pytest.mark.slow
 def test_missing_shapes_fail_with_a_request_file(tables, tmp_path):
     from latprof.tables import request as requests
 
@@ -101,11 +105,13 @@ def test_missing_shapes_fail_with_a_request_file(tables, tmp_path):
     assert specs and all(s.c_in < 512 or s.c_out < 512 for s in specs)
 
 
+@pytest.mark.slow
 def test_unreachable_target_says_how_close_it_can_get(tables, tmp_path):
     with pytest.raises(LatprofError, match="unreachable|smallest"):
         pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, target_ratio=0.01))
 
 
+@pytest.mark.slow
 def test_table_of_another_device_is_refused_unless_forced(tables, tmp_path):
     with pytest.raises(LatprofError, match="--force"):
         pruning.run(cfg_for(tables, "vgg16_cifar10", tmp_path, device="titan_rtx"))
@@ -113,6 +119,7 @@ def test_table_of_another_device_is_refused_unless_forced(tables, tmp_path):
     assert r.device == META["device"]["name"]
 
 
+@pytest.mark.slow
 def test_prune_cli_report_json_plot_and_compare(cli, tables, tmp_path):
     import json
 
@@ -174,6 +181,7 @@ def test_accuracy_in_the_loop_then_finetune_stays_close(trained_digits, tmp_path
     assert evaluate(pruned, eval_loader(splits.test)) >= base_acc - 0.05
 
 
+@pytest.mark.slow
 def test_accuracy_fitness_needs_a_searcher_that_takes_one(trained_digits, tmp_path):
     model, table, _, _ = trained_digits
     with pytest.raises(LatprofError, match="evo, abc"):
@@ -181,6 +189,7 @@ def test_accuracy_fitness_needs_a_searcher_that_takes_one(trained_digits, tmp_pa
                                         fitness="accuracy", data="digits", measure=False, out=tmp_path / "o2"))
 
 
+@pytest.mark.slow
 def test_acs_importance_selects_with_regrowth_from_two_checkpoints(tables, tmp_path):
     net, _ = models.load("vgg16_cifar10")
     prev = {k: v + 0.01 * torch.randn_like(v) for k, v in net.state_dict().items() if k.endswith("weight")}

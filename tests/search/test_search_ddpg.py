@@ -79,6 +79,7 @@ def test_when_the_full_network_fits_episode_zero_finds_it(make_problem, reward):
         assert r.choice == p.full()
 
 
+@pytest.mark.slow
 def test_close_to_the_optimum_on_small_problems(make_problem):
     # Table-only fitness (total value). Measured with these settings: mean 0.931, min 0.633 (the
     # same 24 problems; over 60 problems the mean was 0.904, min 0.53). Random actions reach

@@ -30,6 +30,7 @@ def test_deterministic_for_a_seed(make_problem, name):
     assert (a.choice, a.value, a.evaluations, a.history) == (b.choice, b.value, b.evaluations, b.history)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", HEURISTICS)
 def test_close_to_the_optimum_on_small_problems(make_problem, name):
     ratios = []

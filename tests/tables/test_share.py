@@ -56,6 +56,7 @@ def cached_files(cache_dir) -> list:
 
 # --- the worked example ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_worked_example_between_two_labs(cli, tmp_path, cache):
     (tmp_path / "net.py").write_text(NET)
     lab_a, lab_b = tmp_path / "lab_a", tmp_path / "lab_b"
@@ -351,6 +352,7 @@ def test_request_round_trip_and_bad_files(cli, tmp_path):
     assert r.exit_code == 1 and "asks for measurements of 'NVIDIA TITAN RTX'" in r.output
 
 
+@pytest.mark.slow
 def test_sparse_request_is_sampled_where_it_is_measured(cli, tmp_path):
     (tmp_path / "wide.py").write_text(
         "import torch.nn as nn\n"

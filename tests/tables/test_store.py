@@ -11,7 +11,7 @@ from latprof.tables import io as tbl
 from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS
 from latprof.tables.store import TableStore
-from test_table import META, SPECS, make_rows
+from test_io import META, SPECS, make_rows
 
 
 def rows(specs, session="s"):

@@ -122,6 +122,7 @@ def test_imagefolder_layouts_and_errors(tmp_path):
 
 # --- training ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_small_cnn_learns_digits(trained, digits16):
     model, result = trained
     assert result.epochs == TRAIN_EPOCHS and result.stopped_by == "epochs"
@@ -130,6 +131,7 @@ def test_small_cnn_learns_digits(trained, digits16):
     assert evaluate(model, eval_loader(digits16.test)) >= MIN_ACCURACY
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits16, tmp_path):
     tiny = _tiny(digits16)
     kw = dict(lr=0.05, batch_size=32, progress=False, seed=3, lr_step=1, lr_gamma=0.5)
@@ -155,6 +157,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits16, tmp_path)
         train(copy.deepcopy(start), tiny, epochs=1, checkpoint=tmp_path / "none.pt", resume=True, **kw)
 
 
+@pytest.mark.slow
 def test_max_steps_stops_mid_epoch_and_resumes_exactly(digits16, tmp_path):
     tiny = _tiny(digits16)
     kw = dict(lr=0.05, batch_size=32, progress=False, seed=0, validate=False)
@@ -177,6 +180,7 @@ def _options(model, size):
     return [(g.channels // 4, g.channels // 2, g.channels) for g in graphs.analyse(copy.deepcopy(model), size).groups]
 
 
+@pytest.mark.slow
 def test_accuracy_fitness_scores_a_pruned_trained_copy_on_val(trained, digits16):
     model, _ = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -203,6 +207,7 @@ def test_accuracy_fitness_scores_a_pruned_trained_copy_on_val(trained, digits16)
     assert fit.calls[0].channels == (16, 8, 64, 32)
 
 
+@pytest.mark.slow
 def test_accuracy_fitness_drives_the_evolutionary_search(trained, digits16):
     from latprof.search import Problem, Term, run_search
 
@@ -223,6 +228,7 @@ def test_accuracy_fitness_refuses_an_empty_validation_split(trained):
 
 # --- command line -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_train_then_finetune_a_pruned_model(cli, tmp_path):
     r = cli("train", "small_cifar10", "--data", "digits", "--out", "m.pt", "--max-steps", "8",
             "--batch-size", "32", "--no-progress")

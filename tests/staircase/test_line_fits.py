@@ -75,6 +75,7 @@ def test_step_table_round_trip(resnet20, tmp_path):
     assert one["seg_start"].tolist() == [1, 17, 33, 49] and one["efficient"].tolist() == [True] * 4
 
 
+@pytest.mark.slow
 def test_steps_cli_formats_and_plots(cli, resnet20, tmp_path):
     r = cli("steps", "resnet20_cifar10", "--table", resnet20)
     assert r.exit_code == 0, r.output
@@ -98,6 +99,7 @@ def test_steps_names_missing_lines_and_the_command(cli, tmp_path):
     assert "lacks 2 line(s)" in r.output and "latprof sweep --model resnet20_cifar10 --batch 1" in r.output
 
 
+@pytest.mark.slow
 def test_steps_with_wave_prediction_overlay(cli, resnet20, tmp_path):
     r = cli("steps", "resnet20_cifar10", "--table", resnet20, "--plot", tmp_path / "p", "--predict",
             "--preset", "a100", "--tile", "32x32x32")
@@ -111,6 +113,7 @@ def test_wrong_batch_is_refused_with_what_the_table_holds(cli, resnet20):
     assert r.exit_code == 1 and "holds no rows" in r.output and "'batch': 1" in r.output
 
 
+@pytest.mark.slow
 def test_grid_pairs_cover_depthwise_lines_at_the_producers_counts(tmp_path):
     path = model_table(tmp_path / "mb.parquet", "mobilenet_v2", every=8)
     t = tbl.read(path)

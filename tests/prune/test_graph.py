@@ -1,0 +1,136 @@
+"""Channel groups (`latprof.prune.graph`) of small CNNs built inline: a plain chain, a chain with a
+depthwise conv, and a residual block."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from latprof.errors import LatprofError
+from latprof.prune import graph as graphs
+
+SIZE = (3, 8, 8)
+
+
+def chain() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),               # 0 1 2
+        nn.Conv2d(8, 16, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(),   # 3 4 5
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))                             # 6 7 8
+
+
+def with_depthwise() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),              # 0 1 2
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),    # 3 4 5
+        nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),                       # 6 7 8
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))                             # 9 10 11
+
+
+class Residual(nn.Module):
+    """stem (3->8) -> [a (8->12) -> b (12->8)] + identity -> head (8->16 1x1) -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.a, self.bn_a = nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12)
+        self.b, self.bn_b = nn.Conv2d(12, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 16, 1, bias=False)
+        self.relu, self.pool, self.fc = nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.relu(self.bn0(self.stem(x)))
+        y = self.bn_b(self.b(self.relu(self.bn_a(self.a(x)))))
+        x = self.relu(x + y)
+        return self.fc(self.pool(self.head(x)).flatten(1))
+
+
+def summary(groups):
+    return [(g.root, g.channels, g.out_convs, g.in_convs, set(g.bns)) for g in groups]
+
+
+def test_chain_groups():
+    g = graphs.analyse(chain(), SIZE)
+    assert g.order == ["0", "3"]
+    assert summary(g.groups) == [
+        ("0", 8, ("0",), ("3",), {"1"}),
+        ("3", 16, ("3",), (), {"4"}),      # read by the Linear, which is not a conv
+    ]
+    assert [grp.index for grp in g.groups] == [0, 1]
+    assert not any(grp.residual for grp in g.groups)
+    assert g.kept == []
+    assert g.input_size == SIZE
+    assert isinstance(g.conv("3"), nn.Conv2d) and g.conv("3").out_channels == 16
+
+
+def test_chain_is_the_same_whatever_keep_residual_says():
+    groups = [summary(graphs.analyse(chain(), SIZE, keep_residual=k).groups) for k in (None, True, False)]
+    assert groups[0] == groups[1] == groups[2]
+
+
+def test_depthwise_conv_moves_with_its_group():
+    g = graphs.analyse(with_depthwise(), SIZE)
+    assert g.order == ["0", "3", "6"]
+    assert summary(g.groups) == [
+        ("0", 8, ("0", "3"), ("3", "6"), {"1", "4"}),
+        ("6", 16, ("6",), (), {"7"}),
+    ]
+    assert not g.groups[0].residual       # the depthwise conv produces and consumes: not a coupling
+    assert g.kept == []
+
+
+def test_residual_group_is_kept_whole_by_default():
+    g = graphs.analyse(Residual(), SIZE)
+    assert g.order == ["stem", "a", "b", "head"]
+    assert summary(g.groups) == [
+        ("a", 12, ("a",), ("b",), {"bn_a"}),
+        ("head", 16, ("head",), (), set()),
+    ]
+    assert [grp.index for grp in g.groups] == [0, 1]      # renumbered after the kept group left
+    assert summary(g.kept) == [("stem", 8, ("stem", "b"), ("a", "head"), {"bn0", "bn_b"})]
+    assert g.kept[0].residual
+
+
+def test_keep_residual_true_matches_the_default_on_a_residual_model():
+    default = graphs.analyse(Residual(), SIZE)
+    kept = graphs.analyse(Residual(), SIZE, keep_residual=True)
+    assert summary(kept.groups) == summary(default.groups)
+    assert summary(kept.kept) == summary(default.kept)
+
+
+def test_keep_residual_false_makes_the_coupled_channels_prunable():
+    g = graphs.analyse(Residual(), SIZE, keep_residual=False)
+    assert g.kept == []
+    assert summary(g.groups) == [
+        ("stem", 8, ("stem", "b"), ("a", "head"), {"bn0", "bn_b"}),
+        ("a", 12, ("a",), ("b",), {"bn_a"}),
+        ("head", 16, ("head",), (), set()),
+    ]
+    assert [grp.residual for grp in g.groups] == [True, False, False]
+    assert [grp.index for grp in g.groups] == [0, 1, 2]
+
+
+def test_analyse_leaves_the_model_in_eval_mode_and_unchanged():
+    net = Residual().train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    graphs.analyse(net, SIZE)
+    assert not net.training
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m._forward_pre_hooks for m in net.modules())   # its order hooks are removed
+
+
+def test_classifier_is_the_last_linear():
+    net = chain()
+    assert graphs.classifier(net) == [net[8]]
+    two = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    found = graphs.classifier(two)
+    assert len(found) == 1 and found[0] is two[3]
+    lone = nn.Linear(4, 2)
+    assert graphs.classifier(lone) == [lone]
+    assert graphs.classifier(nn.Sequential(nn.Conv2d(3, 4, 1))) == []
+
+
+def test_unsupported_layer_is_named():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    with pytest.raises(LatprofError, match=r"layer 1 is a GELU"):
+        graphs.analyse(net, SIZE)
