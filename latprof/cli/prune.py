@@ -89,6 +89,8 @@ def _ms(v) -> str:
 
 
 def _print_prune(r) -> None:
+    for warning in r.warnings:
+        click.echo(f"warning: {warning}", err=True)
     ctx = r.context
     click.echo(f"{r.model} for {r.device} [{ctx['backend']}, batch {ctx['batch']}, {ctx['dtype']}]: "
                f"{r.algo} search, {r.importance} importance, {r.search_seconds:.2f} s ({r.evaluations} evaluations)")
