@@ -1,12 +1,17 @@
 """Models latprof knows by name, a user's own model from `file.py:factory`, and their conv layers.
 
 All models are built with random weights (`weights=None`): latency does not depend on
-weight values, and nothing is downloaded at run time.
+weight values, and nothing is downloaded at run time. Every classification model torchvision
+lists (`torchvision.models.list_models`) is known by its torchvision name; the list is read
+when first asked for (importing torchvision costs about 1.5 s), and no model is built until
+`load` asks for it.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,7 +46,14 @@ def _cifar(name: str, classes: int) -> Callable[[], nn.Module]:
     return build
 
 
-MODELS: dict[str, ModelEntry] = {
+#: torchvision builders that need more than `weights=None`: Inception-v3 and GoogLeNet carry
+#: auxiliary classifiers (unused in eval, and a second output in training) and warn unless
+#: init_weights is given; Inception-v3 needs at least 75x75 inputs and is sized for 299x299.
+TV_KWARGS = {"inception_v3": dict(aux_logits=False, init_weights=False),
+             "googlenet": dict(aux_logits=False, init_weights=False)}
+TV_SIZES = {"inception_v3": (3, 299, 299)}
+
+_FIXED: dict[str, ModelEntry] = {
     "vgg16": ModelEntry(_tv("vgg16"), (3, 224, 224), "torchvision VGG-16, ImageNet"),
     "vgg16_bn": ModelEntry(_tv("vgg16_bn"), (3, 224, 224), "torchvision VGG-16 with BatchNorm"),
     "resnet18": ModelEntry(_tv("resnet18"), (3, 224, 224), "torchvision ResNet-18"),
@@ -58,6 +70,46 @@ MODELS: dict[str, ModelEntry] = {
 ALIASES = {"vgg16_cifar": "vgg16_cifar10", "resnet56_cifar": "resnet56_cifar10", "resnet56": "resnet56_cifar10"}
 
 
+def torchvision_names() -> list[str]:
+    """Every classification model torchvision lists, by its torchvision name."""
+    import torchvision.models as tvm
+
+    return tvm.list_models(module=tvm)
+
+
+class _Registry(Mapping):
+    """name -> ModelEntry: latprof's own entries, then every torchvision classifier. A lookup of
+    one of latprof's own names does not import torchvision; listing all names does."""
+
+    def __init__(self, fixed: dict[str, ModelEntry]):
+        self._fixed = fixed
+        self._all: dict[str, ModelEntry] | None = None
+
+    def _entries(self) -> dict[str, ModelEntry]:
+        if self._all is None:
+            tv = {n: ModelEntry(_tv(n, **TV_KWARGS.get(n, {})), TV_SIZES.get(n, (3, 224, 224)),
+                                f"torchvision {n}") for n in torchvision_names() if n not in self._fixed}
+            self._all = {**self._fixed, **tv}
+        return self._all
+
+    def __getitem__(self, name: str) -> ModelEntry:
+        if name in self._fixed:
+            return self._fixed[name]
+        return self._entries()[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._fixed or name in self._entries()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+MODELS: Mapping[str, ModelEntry] = _Registry(_FIXED)
+
+
 def load(name: str, input_size: tuple[int, int, int] | None = None) -> tuple[nn.Module, tuple[int, int, int]]:
     """A model in eval mode and its per-image input size, by registry name or `file.py:factory`."""
     if ":" in name and name.split(":", 1)[0].endswith(".py"):
@@ -66,9 +118,11 @@ def load(name: str, input_size: tuple[int, int, int] | None = None) -> tuple[nn.
         return model.eval(), tuple(size)
     key = ALIASES.get(name, name)
     if key not in MODELS:
-        known = ", ".join(sorted(MODELS) + sorted(ALIASES))
-        raise LatprofError(f"unknown model {name!r}; known models: {known}; "
-                           "or give your own as path/to/file.py:factory")
+        close = difflib.get_close_matches(name, list(MODELS) + list(ALIASES), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise LatprofError(f"unknown model {name!r}{hint}; `latprof models` lists the {len(MODELS)} known "
+                           "models (every torchvision classifier among them); or give your own as "
+                           "path/to/file.py:factory")
     entry = MODELS[key]
     return entry.factory().eval(), tuple(input_size or entry.input_size)
 
