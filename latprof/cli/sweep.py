@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -66,7 +67,8 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
         shard=plan.parse_shard(shard_text),
         budget_minutes=budget_minutes, out=out, threads=threads,
         protocol=Protocol.quick() if (quick or env.quick_protocol()) else Protocol(),
-        progress=not no_progress, request=request)
+        progress=not no_progress, request=request,
+        search_space=_search_space(model, input_size) if model else None)
     s = sweeps.run(cfg)
     click.echo(f"device   {s.device.name} ({s.device.slug})")
     click.echo(f"table    {s.path}")
@@ -93,3 +95,10 @@ def models_cmd(name):
     model, size = models.load(name)
     for layer in models.conv_layers(model, size):
         click.echo(f"{layer.name:32s} {layer.spec.label()}")
+
+
+def _search_space(model: str, input_size):
+    """What `latprof prune MODEL` will look up (its default options), for the sweep to measure."""
+    from latprof.prune import latmodel
+
+    return functools.partial(latmodel.search_space_specs, model, input_size=input_size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from latprof import env
 from latprof.errors import LatprofError
@@ -53,6 +54,10 @@ class SweepConfig:
     protocol: Protocol = field(default_factory=Protocol)
     progress: bool = True
     request: Path | None = None          # a request file (`latprof tables request`) instead of a model or grid
+    #: For a model sweep: the shapes a pruner of the model will look up given the table so far
+    #: (`prune.latmodel.search_space_specs`); the sweep measures them after the lines, so that
+    #: prune needs no request round. None: the lines-only estimate (`staircase.options.grid_pairs`).
+    search_space: Callable[[tbl.LatencyTable, Context], list[ConvSpec]] | None = None
 
 
 @dataclass
@@ -195,7 +200,7 @@ def run(cfg: SweepConfig) -> SweepSummary:
         result = profiler.measure(todo.specs, desc=f"sweep {dev.slug}")
         planned = len(todo.specs)
         if todo.lines and not result.left:  # a budget spent on the shapes: the lines wait for the rerun
-            sampled, points = measure_sparse(profiler, store, todo.lines, todo.grid)
+            sampled, points = measure_sparse(profiler, store, todo.lines, todo.grid, cfg.search_space)
             add_result(result, sampled)
             planned += points
         raw = store.table
@@ -213,11 +218,11 @@ def run(cfg: SweepConfig) -> SweepSummary:
 GRID_ROUNDS = 4
 
 
-def measure_sparse(profiler, store: TableStore, todo: list[plan.Line], grid: bool):
+def measure_sparse(profiler, store: TableStore, todo: list[plan.Line], grid: bool, search_space=None):
     """Measure each line with a `SparseLine` sampler (in index space, so grouped lines work),
     all lines' requests measured together in interleaved rounds; then the (c_in, c_out) pairs
-    a pruner looks up (`options.grid_pairs`). Resumable: points already in the table are fed
-    back without being measured again."""
+    a pruner looks up (`search_space(table, ctx)` per measured context, else `options.grid_pairs`).
+    Resumable: points already in the table are fed back without being measured again."""
     total = MeasureResult()
     samplers = [SparseLine(1, len(line.values), noise_rel=lines_.FIT_NOISE_REL) for line in todo]
     planned: set[ConvSpec] = set()
@@ -239,9 +244,7 @@ def measure_sparse(profiler, store: TableStore, todo: list[plan.Line], grid: boo
     # grid of the current fits is all measured.
     for round_ in range(GRID_ROUNDS if grid else 0):
         store.compact()
-        index = lines_.TableIndex(store.table)
-        pairs = [p for p in options.grid_pairs([lines_.fit_line(index, line) for line in todo])
-                 if not store.has(p)]
+        pairs = [p for p in dict.fromkeys(_search_pairs(store.table, todo, search_space)) if not store.has(p)]
         if not pairs:
             break
         planned.update(pairs)
@@ -249,6 +252,20 @@ def measure_sparse(profiler, store: TableStore, todo: list[plan.Line], grid: boo
         if total.left:
             break
     return total, len(planned)
+
+
+def _search_pairs(table: tbl.LatencyTable, todo: list[plan.Line], search_space) -> list[ConvSpec]:
+    """The shapes a pruner will look up that the lines may lack: from the model's search space
+    when the caller can build it, else estimated from the lines' fits."""
+    index = lines_.TableIndex(table)
+    estimate = options.grid_pairs([lines_.fit_line(index, line) for line in todo])
+    if search_space is None:
+        return estimate
+    contexts = dict.fromkeys(Context(b.batch, b.dtype, b.layout, b.backend, b.tile) for b in (l.base for l in todo))
+    try:
+        return [s for ctx in contexts for s in search_space(table, ctx)]
+    except LatprofError:  # a model the pruner cannot analyse: it still gets the estimate
+        return estimate
 
 
 def add_result(total, part) -> None:

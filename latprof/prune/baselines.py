@@ -33,7 +33,7 @@ def at_equal_macs(original: nn.Module, size, macs_target: int, keep_residual: bo
 
     def uniform(r):
         g = graphs.analyse(copy.deepcopy(original), size, keep_residual=keep_residual)
-        counts = [max(1, int(round(r * grp.channels))) for grp in g.groups]
+        counts = [max(grp.step, int(round(r * grp.channels / grp.step)) * grp.step) for grp in g.groups]
         return surgery.prune(g, surgery.choose(g, counts, "l1"))
 
     def magnitude(r):

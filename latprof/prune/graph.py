@@ -4,11 +4,13 @@ facts latprof needs (which convs produce and which consume each coupled channel 
 A *group* is a set of channels that must be pruned together: the output channels of one or
 more convs (several when a residual add or a concatenation couples them), the BatchNorms
 after them, and the input channels of every conv that reads them. Depthwise convs inside a
-group move with it (their c_in = c_out = groups). The classifier's outputs are never pruned.
+group move with it (their c_in = c_out = groups). The classifier's outputs are never pruned. A grouped conv keeps its group count: the channels
+it reads or writes move in multiples of it (`Group.step`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +18,6 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from latprof.errors import LatprofError
-
-SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.AvgPool2d,
-             nn.AdaptiveAvgPool2d, nn.Dropout, nn.Flatten, nn.Identity, nn.Sequential, nn.Hardswish, nn.SiLU)
-
 
 @dataclass(frozen=True)
 class Group:
@@ -29,6 +27,9 @@ class Group:
     out_convs: tuple[str, ...]  # convs whose output channels are the group (incl. depthwise)
     in_convs: tuple[str, ...]   # convs whose input channels are the group (incl. depthwise)
     bns: tuple[str, ...]        # BatchNorms on the group's channels
+    step: int = 1               # kept counts are multiples of this: the group count of a grouped
+                                # conv reading or writing these channels (its groups stay; each
+                                # group loses the same channels)
 
     @property
     def residual(self) -> bool:
@@ -50,14 +51,6 @@ class Graph:
         return self.modules[name]
 
 
-def check_supported(model: nn.Module) -> None:
-    """Name the first layer type latprof cannot reason about (rather than pruning it wrongly)."""
-    for name, m in model.named_modules():
-        if len(list(m.children())) == 0 and not isinstance(m, SUPPORTED):
-            raise LatprofError(f"layer {name} is a {type(m).__name__}, which latprof does not prune through; "
-                               f"supported leaf layers: {', '.join(t.__name__ for t in SUPPORTED)}")
-
-
 def classifier(model: nn.Module) -> list[nn.Module]:
     """The last Linear (the classifier), whose outputs are never pruned."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -67,7 +60,6 @@ def classifier(model: nn.Module) -> list[nn.Module]:
 def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual: bool | None = None) -> Graph:
     """Prunable groups of `model`. keep_residual=None keeps residual groups whole when any exist
     (the seed papers' choice for ResNets); False prunes them too (every coupled conv together)."""
-    check_supported(model)
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     order: list[str] = []
@@ -80,7 +72,7 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
     finally:
         for h in hooks:
             h.remove()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    dg = _dependency_graph(model, example)
     raw = []
     for g in dg.get_all_groups(ignored_layers=classifier(model), root_module_types=[nn.Conv2d]):
         outs, ins, bns = [], [], []
@@ -98,13 +90,30 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
         if not outs:
             continue
         root = outs[0]
+        convs = [dep.target.module for dep, _ in g if isinstance(dep.target.module, nn.Conv2d)]
+        grouped = [c.groups for c in convs if 1 < c.groups and not c.groups == c.in_channels == c.out_channels]
         raw.append((root, len(g[0][1]), tuple(outs), tuple(sorted(set(ins), key=order.index)),
-                    tuple(dict.fromkeys(bns))))
+                    tuple(dict.fromkeys(bns)), math.lcm(1, *grouped)))
     raw.sort(key=lambda r: order.index(r[0]))
     all_groups = [Group(i, *r) for i, r in enumerate(raw)]
     has_residual = any(g.residual for g in all_groups)
     keep = has_residual if keep_residual is None else keep_residual
     prunable = [g for g in all_groups if not (keep and g.residual)]
     kept = [g for g in all_groups if keep and g.residual]
-    prunable = [Group(i, g.root, g.channels, g.out_convs, g.in_convs, g.bns) for i, g in enumerate(prunable)]
+    prunable = [Group(i, g.root, g.channels, g.out_convs, g.in_convs, g.bns, g.step) for i, g in enumerate(prunable)]
     return Graph(model, tuple(input_size), dg, prunable, kept, dict(model.named_modules()), order)
+
+
+def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """torch-pruning's graph of what is coupled: it follows SE blocks, concatenations, splits,
+    grouped and depthwise convs and elementwise layers of any kind, so latprof keeps no list of
+    layers it allows. What the graph cannot follow is refused, with the reason."""
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except ZeroDivisionError:
+        raise LatprofError(f"{type(model).__name__} reshapes its channel dimension in a way torch-pruning's "
+                           "dependency graph cannot follow (a channel shuffle: view + transpose of the "
+                           "channels, as in ShuffleNet); latprof cannot prune it") from None
+    except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+        raise LatprofError(f"torch-pruning cannot trace which channels of {type(model).__name__} are coupled "
+                           f"({type(exc).__name__}: {exc}); latprof cannot prune it") from None

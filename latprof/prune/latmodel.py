@@ -28,10 +28,25 @@ from latprof.spec import ConvSpec, Context
 
 @dataclass(frozen=True)
 class ConvTerm:
+    """One conv. Its input channels are the channels of every prunable group in `g_ins` (several
+    after a concatenation) plus channels no search changes; pruning group k by d channels takes
+    d channels off its c_in."""
+
     name: str
     spec: ConvSpec             # the conv at full size, with the table's batch/dtype/backend
-    g_in: int | None           # index of the group its input channels belong to (None: fixed)
-    g_out: int | None          # index of the group its output channels belong to
+    g_ins: tuple[int, ...]     # prunable groups its input channels come from (empty: all fixed)
+    g_out: int | None          # the group its output channels belong to (None: fixed)
+
+    @property
+    def g_in(self) -> int | None:
+        """The one input group of a conv that reads one (None when it reads none, or several)."""
+        return self.g_ins[0] if len(self.g_ins) == 1 else None
+
+    def inputs(self) -> tuple[int, ...]:
+        """The input groups its c_in depends on. A depthwise conv is looked up by its output group
+        alone (its c_in is its c_out); a grouped conv whose input and output are coupled lists
+        that group here and as `g_out`."""
+        return () if self.spec.depthwise else self.g_ins
 
 
 @dataclass
@@ -65,13 +80,37 @@ class LatencyModel:
             self.missing.add(spec)
         return level
 
+    def c_in(self, term: ConvTerm, counts) -> int:
+        """The input channels `term` receives when group k keeps counts[k] (a list, or a dict of
+        the groups that change): its full c_in less what each of its input groups lost."""
+        keys = range(len(counts)) if isinstance(counts, list) else counts
+        lost = sum(self.graph.groups[k].channels - counts[k] for k in term.inputs() if k in keys)
+        return term.spec.c_in - lost
+
+    def term_cost(self, term: ConvTerm, counts) -> float | None:
+        """Latency (us) of one conv under `counts` (a list per group, or a dict of some groups).
+
+        A conv reading one group is looked up at its exact (c_in, c_out). A conv reading several
+        (a concatenation) is priced to first order, as the search sees it: its cost with every
+        input group whole, plus, per input group, the change when only that group is pruned;
+        exact when at most one of them is pruned, and close otherwise because a conv's cost
+        moves nearly in proportion to c_in (`term_tables` says why the search needs this form)."""
+        keys = range(len(counts)) if isinstance(counts, list) else counts
+        co = counts[term.g_out] if term.g_out is not None and term.g_out in keys else term.spec.c_out
+        ins = [k for k in term.inputs() if k in keys]
+        if len(ins) <= 1:
+            return self.lookup(term, self.c_in(term, counts), co)
+        whole = self.lookup(term, term.spec.c_in, co)
+        parts = [self.lookup(term, self.c_in(term, {k: counts[k]}), co) for k in ins]
+        if whole is None or any(p is None for p in parts):
+            return None
+        return whole + sum(p - whole for p in parts)
+
     def conv_sum(self, counts: list[int]) -> float:
-        """Sum of conv lookups for channel counts per group (NaN if any is missing)."""
+        """Sum of conv costs for channel counts per group (NaN if any is missing)."""
         total = 0.0
         for t in self.terms:
-            ci = counts[t.g_in] if t.g_in is not None else t.spec.c_in
-            co = counts[t.g_out] if t.g_out is not None else t.spec.c_out
-            v = self.lookup(t, ci, co)
+            v = self.term_cost(t, counts)
             total += np.nan if v is None else v
         return total
 
@@ -95,24 +134,44 @@ class LatencyModel:
         Every option pair is looked up, so after one call `missing` lists all a search could need."""
         out, constant = [], self.rest_us
         for t in self.terms:
-            gs = tuple(g for g in (t.g_in, t.g_out) if g is not None)
-            if len(gs) == 2 and gs[0] == gs[1]:
-                gs = gs[:1]
-            if not gs:
-                constant += self.scale * _required(self.lookup(t, t.spec.c_in, t.spec.c_out))
+            ins = t.inputs()
+            if len(ins) <= 1:
+                gs = tuple(dict.fromkeys(ins + ((t.g_out,) if t.g_out is not None else ())))
+                if not gs:
+                    constant += self.scale * _required(self.lookup(t, t.spec.c_in, t.spec.c_out))
+                    continue
+                out.append(self._table(t, gs, lambda pick: self.term_cost(t, pick)))
                 continue
-            shape = tuple(len(self.options[g]) for g in gs)
-            table = np.empty(shape)
-            for idx in np.ndindex(*shape):
-                pick = dict(zip(gs, (self.options[g][i] for g, i in zip(gs, idx))))
-                ci = pick.get(t.g_in, t.spec.c_in)
-                co = pick.get(t.g_out, t.spec.c_out)
-                v = self.lookup(t, ci, co)
-                table[idx] = np.nan if v is None else self.scale * v
-            if len(gs) == 2 and gs[0] > gs[1]:
-                gs, table = gs[::-1], table.T
-            out.append((gs, table))
+            # A concatenation's consumer depends on all its input groups and its output group, but a
+            # term spans at most two groups: split its first-order cost (`term_cost`) into one pair
+            # term per input group. The first carries the cost with only its group pruned; each other
+            # carries the change its group makes, shifted by its smallest value (into the constant)
+            # so that every table stays >= 0 as the searchers require.
+            tail = (t.g_out,) if t.g_out is not None and t.g_out not in ins else ()
+            first, *rest = ins
+            out.append(self._table(t, (first,) + tail, lambda pick: self.term_cost(t, pick)))
+            for k in rest:
+                def delta(pick, k=k):
+                    whole = self.lookup(t, t.spec.c_in, pick.get(t.g_out, t.spec.c_out))
+                    part = self.term_cost(t, pick)
+                    return None if whole is None or part is None else part - whole
+                gs, table = self._table(t, (k,) + tail, delta)
+                low = np.nanmin(table) if np.isfinite(table).any() else 0.0
+                out.append((gs, table - low))
+                constant += low
         return out, constant
+
+    def _table(self, term: ConvTerm, gs: tuple[int, ...], cost) -> tuple[tuple[int, ...], np.ndarray]:
+        """`cost(pick)` (us, or None when the table lacks a shape) scaled, for every option of the
+        groups `gs`, as a latency term in ascending group order."""
+        shape = tuple(len(self.options[g]) for g in gs)
+        table = np.empty(shape)
+        for idx in np.ndindex(*shape):
+            v = cost({g: self.options[g][i] for g, i in zip(gs, idx)})
+            table[idx] = np.nan if v is None else self.scale * v
+        if len(gs) == 2 and gs[0] > gs[1]:
+            gs, table = gs[::-1], table.T
+        return gs, table
 
 
 def _required(v):
@@ -123,16 +182,16 @@ def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KE
           max_options: int = options.MAX_OPTIONS) -> LatencyModel:
     """Terms for every conv of the graph's model, fitted lines, and each group's options."""
     layers = models.conv_layers(graph.model, graph.input_size)
-    g_in, g_out = {}, {}
+    g_ins, g_out = {}, {}
     for g in graph.groups:
         for name in g.out_convs:
             g_out[name] = g.index
         for name in g.in_convs:
-            g_in[name] = g.index
+            g_ins.setdefault(name, []).append(g.index)
     terms, bases = [], []
     for layer in layers:
         spec = ctx.apply(layer.spec)
-        terms.append(ConvTerm(layer.name, spec, g_in.get(layer.name), g_out.get(layer.name)))
+        terms.append(ConvTerm(layer.name, spec, tuple(g_ins.get(layer.name, ())), g_out.get(layer.name)))
         bases.append(layer)
     index = steps.TableIndex(table)
     lines = plan.model_lines(bases, ctx)
@@ -145,9 +204,21 @@ def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KE
             raise LatprofError(f"the table lacks the c_out line of {g.root} ({root.spec.label()}); "
                                f"measure the model with `latprof sweep --model ... --batch {ctx.batch}`")
         opts = options.channel_options(fit, min_keep, max_options)
-        step = max(root.spec.groups if not root.spec.depthwise else 1, 1)
-        group_options.append([c for c in opts if c % step == 0] or [g.channels])
+        group_options.append([c for c in opts if c % g.step == 0] or [g.channels])
     return LatencyModel(graph, terms, fits, index, group_options)
+
+
+def search_space_specs(model: str, table, ctx: Context, *, input_size=None, min_keep: float = options.MIN_KEEP,
+                       max_options: int = options.MAX_OPTIONS, keep_residual: bool | None = None) -> list[ConvSpec]:
+    """Every shape `latprof prune MODEL` (with these options) would look up that `table` lacks:
+    what a model sweep measures after its lines, so that prune needs no request round."""
+    from latprof.prune import graph as graphs
+
+    net, size = models.load(model, input_size)
+    lm = build(graphs.analyse(net, size, keep_residual=keep_residual), table, ctx, min_keep=min_keep,
+               max_options=max_options)
+    lm.term_tables()
+    return sorted(lm.missing)
 
 
 def fit_calibration(predicted: list[float], measured: list[float]) -> tuple[float, float]:

@@ -48,12 +48,25 @@ def choose(graph: Graph, counts: list[int], criterion: str, prev: dict | None = 
     out = {}
     for g, k in zip(graph.groups, counts):
         if k < g.channels:
-            if criterion == "acs" and len(g.out_convs) == 1:   # LAP: ACS selection with regrowth
+            if g.step > 1:
+                keep = set(_grouped_keep(group_scores(graph, g, criterion, prev), g.step, k))
+            elif criterion == "acs" and len(g.out_convs) == 1:   # LAP: ACS selection with regrowth
                 keep = set(_acs_regrowth(graph, g, k, prev))
             else:
                 keep = set(keep_indices(group_scores(graph, g, criterion, prev), k))
             out[g.index] = [i for i in range(g.channels) if i not in keep]
     return out
+
+
+def _grouped_keep(scores: torch.Tensor, groups: int, keep: int) -> list[int]:
+    """Channels to keep when a grouped conv (`groups` groups of equal width) reads or writes them:
+    the same positions in every group (the group count stays; torch-pruning prunes a grouped
+    conv's input that way), chosen by the score summed over the groups."""
+    if keep % groups:
+        raise LatprofError(f"internal: {keep} channels cannot be kept in {groups} equal groups")
+    width = scores.numel() // groups
+    positions = keep_indices(scores.view(groups, width).sum(0), keep // groups)
+    return [g * width + j for g in range(groups) for j in positions]
 
 
 def _acs_regrowth(graph: Graph, group: Group, keep: int, prev: dict | None) -> list[int]:

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from latprof.errors import LatprofError
 from latprof.prune import graph as graphs
+from latprof.prune import surgery
 
 SIZE = (3, 8, 8)
 
@@ -130,7 +131,35 @@ def test_classifier_is_the_last_linear():
     assert graphs.classifier(nn.Sequential(nn.Conv2d(3, 4, 1))) == []
 
 
-def test_unsupported_layer_is_named():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
-    with pytest.raises(LatprofError, match=r"layer 1 is a GELU"):
-        graphs.analyse(net, SIZE)
+def test_any_channel_preserving_layer_passes_through():
+    """No allow-list: GELU, Hardsigmoid and an SE-style gate are followed by torch-pruning's graph."""
+    class Gate(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.fc = nn.Conv2d(c, c, 1)
+
+        def forward(self, x):
+            return x * nn.functional.hardsigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GELU(), Gate(8), nn.Conv2d(8, 4, 3), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 2))
+    g = graphs.analyse(net, SIZE)
+    first = next(grp for grp in g.groups if grp.root == "0")
+    assert first.channels == 8 and "2.fc" in first.in_convs and "3" in first.in_convs
+
+
+def test_a_grouped_conv_keeps_its_group_count():
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=4), nn.Flatten(), nn.Linear(8 * 6 * 6, 2))
+    g = graphs.analyse(net, SIZE)
+    assert [grp.step for grp in g.groups] == [4, 4]   # its input, and its output
+    pruned = surgery.prune(g, surgery.choose(g, [4, 8], "l1"))
+    assert (pruned[1].groups, pruned[1].in_channels, pruned[1].out_channels) == (4, 4, 8)
+    assert pruned(torch.zeros(1, *SIZE)).shape == (1, 2)
+
+
+def test_a_channel_shuffle_is_refused_with_the_reason():
+    """ShuffleNet's shuffle (concat, view, transpose, chunk) is what torch-pruning's graph cannot follow."""
+    import torchvision.models as tvm
+
+    with pytest.raises(LatprofError, match="channel shuffle"):
+        graphs.analyse(tvm.shufflenet_v2_x0_5(weights=None), (3, 32, 32))
