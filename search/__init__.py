@@ -3,7 +3,9 @@
 Searchers (``SEARCHERS``, run with ``run_search``) choose how many channels each group keeps,
 maximising retained importance (or a given fitness) with predicted latency ``<= target``:
 
-- ``dp``:  exact dynamic programming for chain-structured problems (``dp.py``);
+- ``dp``:  exact dynamic programming by variable elimination over the groups' interaction graph
+  (chains, trees, inception and small dense blocks); too wide a graph runs ``evo`` instead and
+  says so in ``SearchResult.note`` (``dp.py``);
 - ``evo``: LACP-style evolutionary search, any structure (``evo.py``);
 - ``abc``: ABCPruner-style artificial bee colony, any structure (``abc.py``);
 - ``ddpg``: LAP-style layer-by-layer DDPG agent with latency sensitivity from the table (``ddpg.py``).

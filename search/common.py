@@ -45,6 +45,8 @@ class SearchResult:
     seconds:     wall time of the search itself (not a latency measurement).
     name:        the searcher's registry name.
     history:     best fitness so far, one entry per cycle (see each searcher for the exact length).
+    note:        empty, or what a report should tell the user about how the result was found
+                 (e.g. dp falling back to evo, and why).
     """
 
     choice: Choice
@@ -54,6 +56,7 @@ class SearchResult:
     seconds: float
     name: str
     history: list[float] = field(default_factory=list)
+    note: str = ""
 
 
 class Scorer:

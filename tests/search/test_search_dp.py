@@ -1,4 +1,5 @@
-"""dp against brute force on random chain problems, its refusals, and its speed at full size."""
+"""dp against brute force on random chain and ring problems, its refusal of a fitness, its fallback
+when the bin grid hides every feasible configuration, and a run at full size."""
 
 from __future__ import annotations
 
@@ -63,11 +64,18 @@ def test_dp_accepts_pair_terms_in_either_order(make_problem):
     assert run_search("dp", q).choice == run_search("dp", p).choice
 
 
-def test_dp_refuses_a_non_chain_problem(make_problem):
-    p = make_problem(5, chain=False)
-    with pytest.raises(LatprofError) as err:
-        run_search("dp", p)
-    assert "chain" in str(err.value) and "evo" in str(err.value) and "abc" in str(err.value)
+@pytest.mark.parametrize("seed", range(6))
+def test_dp_solves_a_ring_within_one_bin_per_term(make_problem, seed):
+    # Chain plus a term over (0, G-1): a cycle, width 2, which dp once refused.
+    p = make_problem(seed, chain=False, slack=0.4)
+    r = run_search("dp", p, bins=500)
+    assert r.name == "dp" and r.note == "" and r.latency <= p.target
+    tight = dataclasses.replace(p, target=p.target - len(p.terms) * bin_width(p, 500))
+    try:
+        floor = exhaustive(tight).value
+    except LatprofError:
+        floor = -np.inf
+    assert floor - 1e-9 <= r.value <= exhaustive(p).value + 1e-9
 
 
 def test_dp_refuses_a_fitness_function(make_problem):
@@ -76,16 +84,22 @@ def test_dp_refuses_a_fitness_function(make_problem):
         run_search("dp", p, fitness=lambda c: 0.0)
 
 
-def test_dp_says_to_raise_bins_when_the_grid_hides_a_feasible_config():
-    # One group, three terms: every option costs 0.4 over the minimum in two terms, 0.8 in all,
-    # exactly the budget. With 1 bin of 0.8 each 0.4 rounds up to a whole bin: 2 bins > 1.
-    p = Problem(options=((1, 2, 3),), value=(np.array([0.1, 0.2, 0.3]),),
-                terms=(Term((0,), [0, 0.4, 0.4]), Term((0,), [0.4, 0, 0.4]), Term((0,), [0.4, 0.4, 0])),
-                constant=1.0, target=1.8)
-    assert run_search("dp", p, bins=4).choice == (2,)
-    with pytest.raises(LatprofError) as err:
-        run_search("dp", p, bins=1)
-    assert "Raise bins" in str(err.value)
+def test_dp_falls_back_to_evo_when_the_grid_hides_every_feasible_config():
+    # A star around group 1 (3 options); each of three pair terms is 0.4 over its minimum unless
+    # group 1 takes "its" option, so every configuration pays 0.4 in two terms: 0.8, exactly the
+    # budget. With 1 bin of 0.8 each 0.4 rounds up to a whole bin: 2 bins > 1, nothing fits.
+    def over(k):
+        return lambda x1: 0.0 if x1 == k else 0.4
+    terms = tuple(Term((1, h), [[over(k)(x1)] * 2 for x1 in range(3)]) for k, h in ((0, 0), (1, 2), (2, 3)))
+    p = Problem(options=((1, 2), (1, 2, 3), (1, 2), (1, 2)),
+                value=(np.array([0.1, 0.2]), np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2]), np.array([0.1, 0.2])),
+                terms=terms, constant=1.0, target=1.8)
+    exact = run_search("dp", p, bins=4)
+    assert exact.name == "dp" and exact.note == ""
+    assert exact.value == pytest.approx(exhaustive(p).value)
+    r = run_search("dp", p, bins=1)
+    assert r.name == "evo" and "raise bins" in r.note and "bins=1" in r.note
+    assert p.feasible(r.choice) and r.latency <= p.target
 
 
 def test_dp_on_20_groups_of_9_options_completes():
