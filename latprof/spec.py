@@ -163,6 +163,8 @@ class Measurement:
     measured_at: str
     host: str
     session: str
+    flag_failed: bool = False    # the shape could not run: no latency, `error` says why
+    error: str = ""
 
     def row(self, spec: ConvSpec) -> dict:
         """The table row: the spec's key fields, then these columns."""

@@ -31,36 +31,88 @@ def tables_info(path, model, batch):
 
     t = remote.open_table(path)
     click.echo(report.table_info(t, path))
+    _warn_journal(path)
     if model:
         click.echo(report.model_coverage(t, model, batch))
 
 
+def _warn_journal(path) -> int:
+    """Say how many rows wait in the table's journal (a sweep killed, or still running)."""
+    from latprof.tables import remote
+    from latprof.tables.store import journal_path, pending_rows
+
+    if remote.is_url(str(path)):
+        return 0
+    n = pending_rows(path)
+    if n:
+        click.echo(f"warning: {n} rows in {journal_path(path)} are not in the table yet (a sweep was killed, or "
+                   "is still running); the next sweep of this table, or `latprof tables merge "
+                   f"{path} {path}`, folds them in", err=True)
+    return n
+
+
 @tables.command("validate")
 @click.argument("path")
-def tables_validate(path):
-    """Check a table: readable, schema version, columns, content hash, values. Exit 1 on problems."""
+@click.option("--rehash", is_flag=True,
+              help="Adopt a table whose rows have no (or another) content hash: record the hash of its rows "
+                   "as they are. Only for a file you trust.")
+def tables_validate(path, rehash):
+    """Check a table: readable, metadata, schema version, columns, content hash, values. Exit 1 on problems."""
     from latprof.tables import remote
     from latprof.tables import io as table
 
+    if rehash:
+        click.echo(_rehash(path))
     t = remote.open_table(path)
     problems = table.validate(t)
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
         raise LatprofError(f"{path}: {len(problems)} problem(s)")
-    click.echo(f"{path}: ok ({len(t.df)} rows, schema version {t.meta['schema_version']})")
+    failed = int(table.failed_rows(t.df).sum())
+    click.echo(f"{path}: ok ({len(t.df)} rows{f', {failed} flagged failed' if failed else ''}, "
+               f"schema version {t.meta['schema_version']})")
+    _warn_journal(path)
+
+
+def _rehash(path) -> str:
+    from latprof.tables import io as table
+    from latprof.tables import remote
+    from latprof.tables.store import table_lock
+
+    if remote.is_url(str(path)):
+        raise LatprofError(f"--rehash rewrites a local file; fetch {path} first (`latprof tables fetch {path} "
+                           "--out FILE.parquet`) and rehash that file")
+    with table_lock(Path(path), "writing"):
+        t = table.read(path, check_hash=False)
+        stated = t.meta.get("content_hash")
+        now = table.content_hash(t.df)
+        if stated == now:
+            return f"{path}: the content hash matches its rows; nothing to adopt"
+        t.meta = {**t.meta, "rehashed_from": stated}
+        table.write(path, t)
+    was = "had no content hash" if stated is None else "had a content hash its rows did not match"
+    return f"{path}: {was}; adopted as it is ({len(t.df)} rows, hash {now[:23]}...)"
 
 
 @tables.command("merge")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-def tables_merge(out, inputs):
-    """Combine tables of one device (shards, hosts) into OUT."""
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Replace OUT even though it is not among the inputs (its rows are lost).")
+def tables_merge(out, inputs, force):
+    """Combine tables of one device (shards, hosts; paths or URLs) into OUT.
+
+    OUT keeps its rows only if it is named among the inputs too (`merge T.parquet T.parquet
+    PART.parquet`); an existing OUT that is not an input is refused unless --force is given."""
     from latprof.tables import merge as merge
 
-    m = merge.merge_files(inputs, out)
+    m = merge.merge_files(list(inputs), out, force=force)
     click.echo(f"{out}: {m.rows} rows from {len(inputs)} tables; {m.overlaps} keys in several inputs, "
                f"{m.disagreements} of them disagree by more than {merge.DISAGREE_REL:.0%}")
+    if m.journal_rows:
+        click.echo(f"journal  {m.journal_rows} rows taken from inputs' journals (sweeps that did not finish)")
+    if force and m.replaced is not None:
+        click.echo(f"replaced {out} (--force): its {m.replaced} rows were not an input", err=True)
 
 
 _IGNORABLE = [f for f in KEY_FIELDS if f not in ("c_in", "c_out", "groups")]

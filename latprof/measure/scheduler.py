@@ -11,11 +11,17 @@ fixed reference workload is timed between samples. Each sample is scaled by
 A shape stops when its normalised samples' relative IQR is under the protocol's threshold
 (after `min_samples`), or when `max_samples` / its time budget is reached. It is flagged
 `flag_noisy` when the standard error of its median is still above the protocol's limit.
+
+A shape the device cannot run (out of memory, a combination the library does not support)
+becomes a row flagged `flag_failed` with the reason in `error`, whether it fails while its
+runner is built and warmed up or while it is sampled; the sweep goes on with the others.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import sys
 import time
 import uuid
 from collections import deque
@@ -27,6 +33,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from latprof.errors import LatprofError
 from latprof.measure import backends as backends
 from latprof.measure.device import Device
 from latprof.spec import ConvSpec, Measurement
@@ -67,6 +74,43 @@ class MeasureResult:
     left: list = field(default_factory=list)   # not measured because the budget ran out
     noisy: int = 0
     drifted: int = 0
+    failed: int = 0            # rows flagged failed by this call (the shape could not run)
+
+
+def shape_failure(exc: BaseException) -> str | None:
+    """One line saying why a shape could not run, or None when `exc` is not a shape's failure but
+    a bug or an interruption (then it propagates). A shape's failures: out of memory (torch's
+    OutOfMemoryError is a RuntimeError), errors of the device or library (RuntimeError, cuDNN's
+    and Triton's), unsupported combinations (NotImplementedError, ValueError, LatprofError)."""
+    failures = (RuntimeError, MemoryError, NotImplementedError, ValueError, LatprofError)
+    if not isinstance(exc, failures) and not type(exc).__module__.startswith("triton"):
+        return None
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+class _GuardedClock:
+    """The clock as `interleaved_round` sees it in a sweep: a sample that raises a shape's failure
+    (`shape_failure`) is recorded against its runner and reads NaN instead of ending the sweep."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.failed: dict[int, str] = {}   # id(run) -> why
+
+    def __getattr__(self, name):
+        return getattr(self.clock, name)
+
+    def sample(self, fn, reps: int = 1) -> float:
+        if id(fn) in self.failed:
+            return math.nan
+        try:
+            return self.clock.sample(fn, reps)
+        except Exception as exc:
+            why = shape_failure(exc)
+            if why is None:
+                raise
+            self.failed[id(fn)] = why
+            return math.nan
 
 
 class Profiler:
@@ -89,6 +133,7 @@ class Profiler:
         store.set_reference(label, self.ref.baseline())
         self.baseline = store.reference_baseline
         self._last_ref = clock.now()
+        self._guard = _GuardedClock(clock)
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -111,8 +156,13 @@ class Profiler:
                 if self.out_of_time():
                     result.left = [s.spec for s in active] + list(queue)
                     break
-                self._fill(active, queue)
+                failed = self._fill(active, queue)
                 self._round(active)
+                failed += [(s.spec, self._guard.failed.pop(id(s.run))) for s in active
+                           if id(s.run) in self._guard.failed]
+                for spec, why in failed:
+                    active[:] = [s for s in active if s.spec != spec]
+                    self._fail(spec, why, result, bar)
                 for shape in list(active):
                     row = self._maybe_finish(shape)
                     if row is None:
@@ -128,21 +178,56 @@ class Profiler:
             bar.close()
         return result
 
-    def _fill(self, active: list[_Shape], queue: deque) -> None:
+    def _fill(self, active: list[_Shape], queue: deque) -> list[tuple[ConvSpec, str]]:
+        """Start shapes from the queue until the window is full; returns those that failed to start."""
+        failed = []
         held = sum(backends.nbytes(s.spec) for s in active)
         while queue and len(active) < self.protocol.window:
             need = backends.nbytes(queue[0])
             if active and held + need > MAX_WINDOW_BYTES:
                 break
             spec = queue.popleft()
-            run = self.make_runner(spec, self.device)
-            reps = self.clock.warmup(run, self.protocol.warmup_s, self.protocol.min_sample_s)
-            algo = cuda_kernel_names(run) if self.device.kind == "cuda" else ""
-            active.append(_Shape(spec, run, reps, algo))
+            try:
+                active.append(self._start(spec))
+            except Exception as exc:
+                why = shape_failure(exc)
+                if why is None:
+                    raise
+                failed.append((spec, why))
+                continue
             held += need
+        return failed
+
+    def _start(self, spec: ConvSpec) -> _Shape:
+        """Build and warm up one shape's runner (where a shape too big for the device fails)."""
+        run = self.make_runner(spec, self.device)
+        reps = self.clock.warmup(run, self.protocol.warmup_s, self.protocol.min_sample_s)
+        algo = ""  # the kernel names are read once the shape is timed (`_row`): no profiler meanwhile
+        return _Shape(spec, run, reps, algo)
+
+    def _fail(self, spec: ConvSpec, why: str, result: MeasureResult, bar) -> None:
+        """Write the row of a shape that could not run, say so, and free what it held."""
+        if self.device.kind == "cuda":
+            torch.cuda.empty_cache()
+        self.store.append(self._failed_row(spec, why))
+        result.failed += 1
+        bar.update(1)
+        tqdm.write(f"failed   {spec.label()}: {why} (kept as a failed row; the sweep goes on)", file=sys.stderr)
+
+    def _failed_row(self, spec: ConvSpec, why: str) -> dict:
+        nan = math.nan
+        return Measurement(
+            latency_us_p50=nan, latency_us_p10=nan, latency_us_p25=nan, latency_us_p75=nan, latency_us_p90=nan,
+            latency_us_min=nan, latency_us_mean=nan, rel_iqr=nan, latency_norm_us_p50=nan,
+            latency_norm_us_p25=nan, latency_norm_us_p75=nan, rel_iqr_norm=nan, ref_us_p50=nan,
+            ref_baseline_us=self.baseline, ref_drift_rel=nan, n_samples=0, inner_reps=0, threads=self.clock.threads,
+            macs=spec.macs(), flag_noisy=False, flag_drift=False, flag_throttled=False, algo="",
+            gpu_clock_mhz=None, gpu_temp_c=None, measured_at=now_iso(), host=self.host, session=self.session,
+            flag_failed=True, error=why,
+        ).row(spec)
 
     def _round(self, active: list[_Shape]) -> None:
-        self._last_ref = interleaved_round(active, self.clock, self.ref, self.rng, self.protocol.ref_interval_s,
+        self._last_ref = interleaved_round(active, self._guard, self.ref, self.rng, self.protocol.ref_interval_s,
                                            self._last_ref)
 
     def _normalised(self, shape: _Shape) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +265,7 @@ class Profiler:
             flag_noisy=bool(nrm.median_rel_se > self.protocol.median_se_threshold),
             flag_drift=bool(drift > self.protocol.drift_threshold),
             flag_throttled=any(g.get("throttled") for g in shape.gpu),
-            algo=shape.algo,
+            algo=shape.algo or (cuda_kernel_names(shape.run) if self.device.kind == "cuda" else ""),
             gpu_clock_mhz=float(np.median(clocks)) if clocks else None,
             gpu_temp_c=float(max(temps)) if temps else None,
             measured_at=now_iso(), host=self.host, session=self.session,

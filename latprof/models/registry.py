@@ -141,7 +141,12 @@ def _from_file(ref: str) -> nn.Module:
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise LatprofError(f"{path} has no callable {factory_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's factory failed: one line naming it and its error, as for imports
+        raise LatprofError(f"{ref}: calling {factory_name}() failed: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:300]}; "
+                           f"fix the factory in {path}") from exc
     if not isinstance(model, nn.Module):
         raise LatprofError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
     return model

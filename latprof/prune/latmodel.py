@@ -60,6 +60,7 @@ class LatencyModel:
     rest_us: float = 0.0
     calibrated: bool = False
     missing: set = field(default_factory=set)   # ConvSpecs a lookup needed and the table lacks
+    missing_lines: list = field(default_factory=list)   # whole lines the table cannot fit (their specs in missing)
 
     def lookup(self, term: ConvTerm, c_in: int, c_out: int) -> float | None:
         s = term.spec
@@ -196,16 +197,20 @@ def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KE
     index = steps.TableIndex(table)
     lines = plan.model_lines(bases, ctx)
     fits = {(line.base, line.axis): steps.fit_line(index, line) for line in lines}
-    group_options = []
+    group_options, missing, missing_lines = [], set(), []
     for g in graph.groups:
         root = next(t for t in terms if t.name == g.root)
         fit = fits.get((root.spec, "c" if root.spec.depthwise else "c_out"))
-        if fit is None or fit.missing:
-            raise LatprofError(f"the table lacks the c_out line of {g.root} ({root.spec.label()}); "
-                               f"measure the model with `latprof sweep --model ... --batch {ctx.batch}`")
+        if fit is None:
+            raise LatprofError(f"no c_out line for {g.root} ({root.spec.label()}); this is a bug in latprof")
+        if fit.missing:  # no options without the line: ask for it (with every other lack, in one request)
+            missing_lines.append(fit.line)
+            missing |= {s for s in fit.line.specs() if index.get(s) is None}
+            group_options.append([g.channels])
+            continue
         opts = options.channel_options(fit, min_keep, max_options)
         group_options.append([c for c in opts if c % g.step == 0] or [g.channels])
-    return LatencyModel(graph, terms, fits, index, group_options)
+    return LatencyModel(graph, terms, fits, index, group_options, missing=missing, missing_lines=missing_lines)
 
 
 def search_space_specs(model: str, table, ctx: Context, *, input_size=None, min_keep: float = options.MIN_KEEP,

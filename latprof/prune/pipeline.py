@@ -341,19 +341,37 @@ def _fitness(cfg: PruneConfig, original: nn.Module, size, lm, prev):
 
 
 def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
+    """Write one request file with every shape (and whole line) the search needs that the table
+    lacks, and raise the error that says how to measure and merge them: no placeholder in it."""
+    from latprof.tables import remote
     from latprof.tables import request as requests
 
     path = cfg.request_out or (cfg.out / "request.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    specs = sorted(lm.missing)
-    requests.write_request(path, specs, {"device": table.device, "model": cfg.model})
-    listing = "\n".join(f"  {s.label()}" for s in specs[:15])
-    more = f"\n  ... and {len(specs) - 15} more" if len(specs) > 15 else ""
+    lines = list(getattr(lm, "missing_lines", []))
+    on_lines = {s for line in lines for s in line.specs()}
+    specs = sorted(s for s in lm.missing if s not in on_lines)
+    requests.write_request(path, specs, {"device": table.device, "model": cfg.model}, lines)
+    shown = [f"  {s.label()}" for s in specs[:15]] + [f"  the {line.axis} line of {line.base.label()} "
+                                                      f"({len(line.values)} counts)" for line in lines[:15]]
+    more = len(specs) + len(lines) - len(shown)
+    listing = "\n".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
     below = (f"\n--min-keep {cfg.min_keep} is below the {options.MIN_KEEP} a model sweep measures its grid "
              "for; the request covers the pairs below it" if cfg.min_keep < options.MIN_KEEP else "")
-    raise LatprofError(f"the table lacks {len(specs)} shape(s) the search needs:\n{listing}{more}{below}\n"
-                       f"they are listed in {path}; measure them on {table.device.get('name')} with "
-                       f"`latprof sweep --request {path} --out TABLE`, merge, and prune again")
+    what = " and ".join(p for p in (f"{len(specs)} shape(s)" if specs else "",
+                                    f"{len(lines)} whole line(s) (sampled sparsely)" if lines else "") if p)
+    dev = table.device or {}
+    where = "--device cpu" if dev.get("kind") == "cpu" else f"--gpu '{dev.get('name')}'"
+    part = path.with_name(path.stem + ".part.parquet")
+    if remote.is_url(cfg.table):
+        target = cfg.out / "table.parquet"
+        merge = f"latprof tables merge {target} {cfg.table} {part}"
+    else:
+        target = Path(cfg.table)
+        merge = f"latprof tables merge {target} {target} {part}"
+    raise LatprofError(f"the table lacks {what} the search needs:\n{listing}{below}\n"
+                       f"they are listed in {path}; measure them on {dev.get('name')} with "
+                       f"`latprof sweep {where} --request {path} --out {part}`, merge with `{merge}`, and prune "
+                       f"again with --table {target}")
 
 
 def _pruned_copy(original: nn.Module, size, cfg: PruneConfig, counts: list[int]) -> nn.Module:

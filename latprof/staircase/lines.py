@@ -17,7 +17,7 @@ import pandas as pd
 from latprof.models import lines as plan
 from latprof.spec import KEY_FIELDS, ConvSpec, Context
 from latprof.staircase.fit import StepFit, fit_steps
-from latprof.tables.io import LatencyTable
+from latprof.tables.io import LatencyTable, failed_rows
 
 #: Relative noise handed to the fitter: the protocol's 5% IQR threshold is an IQR, and
 #: IQR / 1.35 is the standard deviation of a normal sample.
@@ -62,8 +62,10 @@ def excluded_rows(df: pd.DataFrame, drop_noisy: bool = False) -> np.ndarray:
     flagged noisy, wherever the machine was busy, edge probes of a sparse sweep included;
     `bench/steps_bench.py` measures edge recall both ways (its table "The same sweeps with
     the rows flagged noisy left out of every fit").
-    The noisy flag stays in the table and in the plots (hollow points)."""
-    return df["flag_throttled"].to_numpy(dtype=bool) | (df["flag_noisy"].to_numpy(dtype=bool) & drop_noisy)
+    The noisy flag stays in the table and in the plots (hollow points).
+    Rows flagged `flag_failed` (the shape could not run; no latency) are always excluded."""
+    return (df["flag_throttled"].to_numpy(dtype=bool) | (df["flag_noisy"].to_numpy(dtype=bool) & drop_noisy)
+            | failed_rows(df))
 
 
 def fit_flags(excluded) -> np.ndarray:
@@ -75,10 +77,12 @@ def fit_flags(excluded) -> np.ndarray:
 
 class TableIndex:
     """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy) for one raw table;
-    `excluded_rows` says which rows are excluded."""
+    `excluded_rows` says which rows are excluded. Rows flagged failed are not in the index: a
+    shape that could not run is unavailable, as if never measured."""
 
     def __init__(self, table: LatencyTable, drop_noisy: bool = False):
         df = table.df
+        df = df[~failed_rows(df)]
         keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
         values = zip(df["latency_norm_us_p50"].astype(float), excluded_rows(df, drop_noisy),
                      df["flag_noisy"].to_numpy(dtype=bool))

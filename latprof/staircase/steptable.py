@@ -68,5 +68,5 @@ def read_steps(path) -> tuple[pd.DataFrame, dict]:
     if not path.exists():
         raise LatprofError(f"step table {path} does not exist; make it with `latprof steps MODEL --table RAW`")
     arrow, meta = tbl.read_parquet(path, "latprof step table")
-    tbl.check_version(meta.get("schema_version"), path)
+    tbl.check_version(meta.get("schema_version"), path, current=STEPS_SCHEMA_VERSION)
     return arrow.to_pandas(), meta

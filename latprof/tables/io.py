@@ -16,14 +16,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS, Context
+from latprof.tables.meta import META_SCHEMA, check_meta, meta_problems, short  # noqa: F401 (re-exported)
+from latprof.tables.oserrors import os_error_message, os_errors  # noqa: F401 (re-exported)
 
-SCHEMA_VERSION = 1
+#: Version 2 added `flag_failed` and `error` (a shape that could not run is a row, not a crash).
+SCHEMA_VERSION = 2
 META_KEY = b"latprof"
 
 _KEY_TYPES = {"dtype": pa.string(), "layout": pa.string(), "backend": pa.string(), "tile": pa.string(),
@@ -59,16 +63,22 @@ MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("measured_at", pa.string(), "UTC time the row was finished, ISO 8601"),
     ("host", pa.string(), "fingerprint of the host that measured the row"),
     ("session", pa.string(), "id of the sweep process that measured the row"),
+    ("flag_failed", pa.bool_(), "the shape could not run (out of memory, unsupported); no latency, see `error`"),
+    ("error", pa.string(), "why a failed shape could not run (one line); empty otherwise"),
 )
+
+#: Values of columns added after version 1, for rows (or frames) written before they existed.
+COLUMN_DEFAULTS = {"flag_failed": False, "error": ""}
 
 MEASUREMENT_FIELDS = tuple(name for name, _, _ in MEASUREMENT_COLUMNS)
 COLUMNS = KEY_FIELDS + MEASUREMENT_FIELDS
 
 
-def arrow_schema() -> pa.Schema:
+def arrow_schema(columns=None) -> pa.Schema:
+    """The table's Arrow schema (of `columns` only, in schema order, when given: an older version's)."""
     fields = [pa.field(k, _KEY_TYPES.get(k, pa.int32()), nullable=False) for k in KEY_FIELDS]
     fields += [pa.field(name, typ) for name, typ, _ in MEASUREMENT_COLUMNS]
-    return pa.schema(fields)
+    return pa.schema([f for f in fields if columns is None or f.name in columns])
 
 
 @dataclass
@@ -86,16 +96,27 @@ class LatencyTable:
         return set(self.df[list(KEY_FIELDS)].itertuples(index=False, name=None))
 
 
+def failed_rows(df: pd.DataFrame) -> np.ndarray:
+    """Which rows are flagged failed (none in a frame built before the column existed)."""
+    if "flag_failed" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return df["flag_failed"].fillna(False).to_numpy(dtype=bool)
+
+
 def empty_frame() -> pd.DataFrame:
     return arrow_schema().empty_table().to_pandas()
 
 
-def conform(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns in schema order with schema types (raises on a missing column)."""
-    missing = [c for c in COLUMNS if c not in df.columns]
+def conform(df: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
+    """Columns in schema order with schema types (raises on a missing column; columns added
+    after version 1 get their `COLUMN_DEFAULTS` in rows that predate them)."""
+    if columns is COLUMNS:
+        absent = {c: v for c, v in COLUMN_DEFAULTS.items() if c not in df.columns}
+        df = df.assign(**absent) if absent else df
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise LatprofError(f"rows are missing columns: {', '.join(missing)}")
-    table = pa.Table.from_pandas(df[list(COLUMNS)], schema=arrow_schema(), preserve_index=False)
+    table = pa.Table.from_pandas(df[list(columns)], schema=arrow_schema(columns), preserve_index=False)
     return table.to_pandas()
 
 
@@ -106,9 +127,10 @@ def upsert(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return both.sort_values(list(KEY_FIELDS), kind="stable").reset_index(drop=True)
 
 
-def content_hash(df: pd.DataFrame) -> str:
-    """sha256 over the rows in key order; recorded in the metadata and checked on read."""
-    ordered = conform(df).sort_values(list(KEY_FIELDS), kind="stable").reset_index(drop=True)
+def content_hash(df: pd.DataFrame, columns=COLUMNS) -> str:
+    """sha256 over the rows in key order; recorded in the metadata and checked on read.
+    `columns`: an older schema version's columns, to check a file before upgrading it."""
+    ordered = conform(df, columns).sort_values(list(KEY_FIELDS), kind="stable").reset_index(drop=True)
     h = hashlib.sha256()
     h.update(",".join(ordered.columns).encode())
     h.update(pd.util.hash_pandas_object(ordered, index=False).values.tobytes())
@@ -135,22 +157,40 @@ def write(path: str | Path, table: LatencyTable) -> None:
 
 
 def read(path: str | Path, *, check_hash: bool = True) -> LatencyTable:
-    """Read and validate a table; every problem is a `LatprofError` that says what to do."""
+    """Read and validate a table; every problem is a `LatprofError` that says what to do.
+
+    The metadata is checked against `META_SCHEMA` before anything uses it, and the rows against
+    the content hash it states. A table without a content hash is refused (its rows cannot be
+    checked); `check_hash=False` skips both hash checks (`tables validate --rehash` adopts such
+    a file on purpose)."""
     path = Path(path)
     if not path.exists():
         raise LatprofError(f"table {path} does not exist; measure one with `latprof sweep --out {path} ...`")
     arrow, meta = read_parquet(path)
     check_version(meta.get("schema_version"), path)
-    df = arrow.to_pandas()
+    check_meta(meta, path, need_hash=check_hash)
+    df = _to_pandas(arrow, path)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise LatprofError(f"{path} lacks the columns {', '.join(missing)} that schema version "
                            f"{SCHEMA_VERSION} requires; the file was damaged or edited. Re-measure it.")
-    df = conform(df)
-    if check_hash and meta.get("content_hash") and content_hash(df) != meta["content_hash"]:
+    try:
+        df = conform(df)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise LatprofError(f"{path}: a column does not have its schema type ({short(exc)}); the file was "
+                           "damaged or edited. Fetch or measure it again.") from None
+    if check_hash and content_hash(df) != meta["content_hash"]:
         raise LatprofError(f"{path}: the rows do not match the content hash in its metadata "
                            "(edited or corrupted after it was written). Fetch or measure it again.")
     return LatencyTable(df, meta)
+
+
+def _to_pandas(arrow: pa.Table, path) -> pd.DataFrame:
+    try:
+        return arrow.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise LatprofError(f"{path}: the rows cannot be decoded ({short(exc)}); the file is damaged. "
+                           "Fetch or measure it again.") from None
 
 
 def read_parquet(path: str | Path, what: str = "latprof table") -> tuple[pa.Table, dict]:
@@ -161,15 +201,17 @@ def read_parquet(path: str | Path, what: str = "latprof table") -> tuple[pa.Tabl
         raise LatprofError(f"{path} is not a file" if path.exists() else f"{what} {path} does not exist")
     try:
         arrow = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise LatprofError(f"{path} is not a readable Parquet file ({exc}); it may be truncated or "
+    except PermissionError as exc:
+        raise LatprofError(os_error_message(exc, "read", path)) from None
+    except (pa.ArrowException, OSError, ValueError, MemoryError) as exc:
+        raise LatprofError(f"{path} is not a readable Parquet file ({short(exc)}); it may be truncated or "
                            f"not a {what}. Measure it again, or fetch it again.") from None
     raw_meta = arrow.schema.metadata or {}
     if META_KEY not in raw_meta:
         raise LatprofError(f"{path} is a Parquet file but not a {what} (no `latprof` metadata)")
     try:
         meta = json.loads(raw_meta[META_KEY])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise LatprofError(f"{path}: the latprof metadata is not valid JSON; the file is damaged") from None
     if not isinstance(meta, dict):
         raise LatprofError(f"{path}: the latprof metadata is not a JSON object; the file is damaged")
@@ -179,15 +221,24 @@ def read_parquet(path: str | Path, what: str = "latprof table") -> tuple[pa.Tabl
 def read_raw(path: str | Path) -> tuple[pd.DataFrame, dict]:
     """Rows and metadata of a table file without the version, column or hash checks (upgrades)."""
     arrow, meta = read_parquet(path)
-    return arrow.to_pandas(), meta
+    return _to_pandas(arrow, path), meta
 
 
 def file_schema_version(path: str | Path) -> int | None:
     """The schema version a file's metadata states, or None when it states none readable."""
     try:
         meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
-        return int(meta["schema_version"])
-    except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError, AttributeError):
+        version = meta["schema_version"]
+    except (pa.ArrowException, OSError, KeyError, ValueError, TypeError, RecursionError, MemoryError):
+        return None
+    return version if type(version) is int else None
+
+
+def file_rows(path: str | Path) -> int | None:
+    """Rows a Parquet file holds, from its footer; None when it cannot be read."""
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (pa.ArrowException, OSError, ValueError, MemoryError):
         return None
 
 
@@ -211,28 +262,35 @@ def context(table: LatencyTable, batch=None, dtype=None, backend=None, layout=No
     return Context(int(r["batch"]), str(r["dtype"]), str(r["layout"]), str(r["backend"]), str(r["tile"]))
 
 
-def check_version(version, path) -> None:
+def check_version(version, path, current: int | None = None) -> None:
+    """The file's `schema_version` must be an integer equal to `current` (default: the raw
+    table's `SCHEMA_VERSION`; step tables pass theirs)."""
+    raw = current is None
+    current = SCHEMA_VERSION if raw else current
     if version is None:
         raise LatprofError(f"{path} has no schema_version in its metadata; it is not a latprof table")
-    try:
-        version = int(version)
-    except (TypeError, ValueError):
-        raise LatprofError(f"{path}: schema_version {version!r} is not a number; the file is damaged") from None
-    if int(version) > SCHEMA_VERSION:
-        raise LatprofError(f"{path} has schema version {version}, newer than this latprof understands "
-                           f"({SCHEMA_VERSION}). Upgrade latprof: `pip install -U latprof`.")
-    if int(version) < SCHEMA_VERSION:
-        raise LatprofError(f"{path} has schema version {version}, older than this latprof's "
-                           f"({SCHEMA_VERSION}). Convert it with `latprof tables upgrade {path}`.")
+    if type(version) is not int:
+        raise LatprofError(f"{path}: schema_version {short(repr(version), 40)} is not an integer; "
+                           "the file is damaged. Fetch or measure it again.")
+    if version > current:
+        raise LatprofError(f"{path} has schema version {short(str(version), 40)}, newer than this latprof "
+                           f"understands ({current}). Upgrade latprof: `pip install -U latprof`.")
+    if version < current:
+        fix = f"Convert it with `latprof tables upgrade {path}`." if raw else "Make it again (`latprof steps`)."
+        raise LatprofError(f"{path} has schema version {version}, older than this latprof's ({current}). {fix}")
 
 
 def validate(table: LatencyTable) -> list[str]:
     """Problems in a table that reads fine: duplicate keys, impossible values, missing provenance."""
     problems = []
-    df = table.df
+    df = table.df.assign(**{c: v for c, v in COLUMN_DEFAULTS.items() if c not in table.df.columns})
     dups = int(df.duplicated(subset=list(KEY_FIELDS)).sum())
     if dups:
         problems.append(f"{dups} rows repeat a key")
+    failed = failed_rows(df)
+    if (df.loc[failed, "error"].fillna("") == "").any():
+        problems.append("some rows flagged failed give no error")
+    df = df[~failed]  # a failed shape has no latency
     for col in ("latency_us_p50", "latency_norm_us_p50"):
         bad = int((~(df[col] > 0)).sum())
         if bad:
@@ -242,6 +300,7 @@ def validate(table: LatencyTable) -> list[str]:
         problems.append(f"{int((~order).sum())} rows have quantiles out of order")
     if (df["n_samples"] < 1).any():
         problems.append("some rows have no samples")
+    problems += [f"metadata: {p}" for p in meta_problems(table.meta)]
     for key in ("device", "versions", "protocol", "host"):
         if key not in table.meta:
             problems.append(f"metadata lacks `{key}`")
@@ -286,18 +345,20 @@ def version_warnings(meta: dict, running: dict) -> list[str]:
 def atomic_file(path: str | Path, suffix: str = ".tmp"):
     """The one atomic write: a binary file written beside `path` and renamed over it only once
     complete and fsync'ed; an exception (or a kill) leaves `path` as it was. Opened with mode "x",
-    the file gets the umask's permissions (a file meant to be shared), not mkstemp's 0600."""
+    the file gets the umask's permissions (a file meant to be shared), not mkstemp's 0600.
+    An OS error (permission, read-only, not a folder, no space) is a `LatprofError` naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"))
     try:
-        with open(tmp, "xb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with os_errors("write", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 

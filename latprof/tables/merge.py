@@ -5,7 +5,12 @@ smallest `rel_iqr_norm` (the quietest measurement) is kept, whole, with its own 
 (`host`, `session`, `measured_at`). Inputs whose normalised latencies were scaled to
 different reference baselines are first rescaled to the first input's baseline, so the
 drift-normalised column stays comparable. Keys whose kept and dropped measurements differ by
-more than `DISAGREE_REL` are counted and reported, not hidden.
+more than `DISAGREE_REL` are counted and reported, not hidden. A row flagged failed (the shape
+could not run) loses to any measured row of its key.
+
+`merge_files` never replaces a table it was not given as an input (unless forced), holds the
+output's lock as a sweep does, takes inputs by path or URL, and includes rows still in an
+input's journal (a sweep killed before it folded them in).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from latprof.tables import io as tbl
+from latprof.tables import remote
+from latprof.tables.store import fold_journal, journal_path, table_lock
 from latprof.errors import LatprofError
 from latprof.spec import KEY_FIELDS
 
@@ -30,6 +37,8 @@ class MergeResult:
     rows: int
     overlaps: int
     disagreements: int
+    journal_rows: int = 0      # rows taken from inputs' journals (not yet folded into their files)
+    replaced: int | None = None   # rows of an OUT that was not an input and was replaced (--force)
 
 
 def merge_tables(tables: list[tbl.LatencyTable], names: list[str]) -> tuple[tbl.LatencyTable, MergeResult]:
@@ -51,7 +60,8 @@ def merge_tables(tables: list[tbl.LatencyTable], names: list[str]) -> tuple[tbl.
         df["_order"] = i
         frames.append(df)
     both = pd.concat(frames, ignore_index=True)
-    both["_flags"] = both[["flag_noisy", "flag_drift", "flag_throttled"]].sum(axis=1)
+    both["_flags"] = (both[["flag_noisy", "flag_drift", "flag_throttled"]].sum(axis=1)
+                      + 100 * tbl.failed_rows(both))
     both = both.sort_values(["_flags", "rel_iqr_norm", "_order"], kind="stable")
     keys = list(KEY_FIELDS)
     groups = both.groupby(keys, sort=False)["latency_norm_us_p50"]
@@ -66,8 +76,45 @@ def merge_tables(tables: list[tbl.LatencyTable], names: list[str]) -> tuple[tbl.
     return merged, MergeResult(len(merged.df), overlaps, disagreements)
 
 
-def merge_files(inputs: list[Path], out: Path) -> MergeResult:
-    tables = [tbl.read(p) for p in inputs]
-    merged, result = merge_tables(tables, [str(p) for p in inputs])
-    tbl.write(out, merged)
+def merge_files(inputs: list, out: Path, *, force: bool = False) -> MergeResult:
+    """Merge the tables `inputs` (paths or URLs) into `out`, under `out`'s lock.
+
+    `out` must not exist, or be one of the inputs (then its rows take part), or `force` must be
+    given: a merge never silently replaces a table it was not asked to read."""
+    out = Path(out)
+    if remote.is_url(str(out)):
+        raise LatprofError(f"cannot write a merged table to a URL ({out}); give a local path")
+    with table_lock(out, "writing"):
+        locals_ = [Path(p) for p in inputs if not remote.is_url(str(p))]
+        among = any(_same_file(p, out) for p in locals_)
+        replaced = None
+        if out.exists() and not among:
+            if not force:
+                raise LatprofError(f"{out} exists and is not among the inputs: merging would replace it. To keep its "
+                                   f"rows, name it as an input too (`latprof tables merge {out} {out} "
+                                   f"{' '.join(str(p) for p in inputs)}`); to replace it, add --force")
+            replaced = _rows_or_none(out)
+        tables, names, journal_rows = [], [], 0
+        for ref in inputs:
+            path, t = remote.fetch(str(ref))
+            if not remote.is_url(str(ref)):
+                journal_rows += fold_journal(t, path)
+            tables.append(t)
+            names.append(str(ref))
+        merged, result = merge_tables(tables, names)
+        tbl.write(out, merged)
+        if among:  # its journal's rows are in the merged file now
+            journal_path(out).unlink(missing_ok=True)
+    result.journal_rows, result.replaced = journal_rows, replaced
     return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _rows_or_none(path: Path) -> int | None:
+    return tbl.file_rows(path)

@@ -3,6 +3,7 @@ their content hash. Any fsspec URL works (`file://`, `http(s)://`, `s3://`, `gs:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import re
@@ -35,10 +36,11 @@ def resolve_table(url_or_path, *, refresh: bool = False) -> Path:
     Local paths pass through unchanged (`table.read` checks them). A URL (`file://`,
     `http(s)://`, `s3://`, `gs://`, `hf://`, anything fsspec knows; `s3fs`, `gcsfs` or
     `huggingface_hub` must be installed for those) is downloaded into `cached_path(url)`
-    atomically (temporary file, then rename) and verified with `table.read`; a download
-    that fails the check (truncated, tampered: the rows do not match the content hash) is
-    removed from the cache and raises `LatprofError`. A cached copy is reused, and
-    re-verified, on every call; `refresh=True` downloads again. http(s) goes through
+    atomically and verified with `table.read` *before* it takes its place in the cache: a
+    download that fails the check (truncated, tampered: the rows do not match the content
+    hash) is dropped and raises `LatprofError`, and a good copy cached before stays (so
+    `refresh=True` never loses it). A cached copy is reused, and re-verified, on every call;
+    `refresh=True` downloads again. http(s) goes through
     fsspec when `aiohttp` is installed and through the standard library's `urllib`
     otherwise (same result; proxies from the usual environment variables apply).
     """
@@ -61,7 +63,7 @@ def _resolve(ref, refresh: bool) -> tuple[Path, tbl.LatencyTable | None]:
         return Path(ref), None
     dest = cached_path(ref)
     if refresh or not dest.exists():
-        _download(ref, dest)
+        return dest, _download(ref, dest)
     try:
         return dest, tbl.read(dest)
     except LatprofError as exc:
@@ -72,9 +74,28 @@ def _resolve(ref, refresh: bool) -> tuple[Path, tbl.LatencyTable | None]:
         raise LatprofError(f"{ref} failed verification and was removed from the cache: {exc}") from None
 
 
-def _download(url: str, dest: Path) -> None:
-    with tbl.atomic_file(dest, ".part") as out:
-        _copy_url(url, out)
+def _download(url: str, dest: Path) -> tbl.LatencyTable:
+    """Download into a staging file beside `dest`, verify it, then move it over `dest`."""
+    staging = dest.with_name(dest.name + ".new")
+    try:
+        with tbl.atomic_file(staging, ".part") as out:
+            _copy_url(url, out)
+        try:
+            table = tbl.read(staging)
+        except LatprofError as exc:
+            version = tbl.file_schema_version(staging)
+            if version is not None and version != tbl.SCHEMA_VERSION:
+                with tbl.os_errors("cache", dest):
+                    staging.replace(dest)  # intact, only of another schema version: cached, and said
+                raise LatprofError(f"{url} (cached as {dest}): {exc}") from None
+            kept = f"; the copy cached before is kept ({dest})" if dest.exists() else ""
+            raise LatprofError(f"{url} failed verification and was not cached{kept}: {exc}") from None
+        with tbl.os_errors("cache", dest):
+            staging.replace(dest)
+        return table
+    finally:
+        with contextlib.suppress(OSError):
+            staging.unlink()
 
 
 def _have_aiohttp() -> bool:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from latprof import models
 from latprof.models import lines as plan
-from latprof.spec import Context
-from latprof.tables.io import LatencyTable
+from latprof.spec import KEY_FIELDS, Context
+from latprof.tables.io import LatencyTable, failed_rows
 
 
 def table_info(t: LatencyTable, path) -> str:
+    """`t`'s metadata has passed `tables.io.check_meta` (`tables.io.read` checks it)."""
     df, meta = t.df, t.meta
-    dev = meta.get("device", {})
-    ver = meta.get("versions", {})
+    dev = meta.get("device") or {}
+    ver = meta.get("versions") or {}
     ident = {k: v for k, v in dev.items() if k not in ("kind", "name", "slug", "simd_flags")}
     lines = [
         f"table      {path}",
@@ -20,9 +21,9 @@ def table_info(t: LatencyTable, path) -> str:
         f"triton {ver.get('triton')}, latprof {ver.get('latprof')}",
         f"schema     version {meta.get('schema_version')}, {meta.get('content_hash', '')[:23]}...",
         f"written    created {meta.get('created_at')}, updated {meta.get('updated_at')}, "
-        f"hosts {', '.join(meta.get('hosts', []))}",
+        f"hosts {', '.join(meta.get('hosts') or [])}",
         f"reference  {(meta.get('reference') or {}).get('workload')}: "
-        f"{(meta.get('reference') or {}).get('baseline_us', float('nan')):.1f} us baseline",
+        f"{(meta.get('reference') or {}).get('baseline_us') or float('nan'):.1f} us baseline",
         f"rows       {len(df)}",
     ]
     if len(df):
@@ -35,7 +36,12 @@ def table_info(t: LatencyTable, path) -> str:
         lines.append("coverage")
         lines += ["  " + s for s in by.reset_index().to_string(index=False, float_format="%.3g").splitlines()]
         noisy, drift = int(df["flag_noisy"].sum()), int(df["flag_drift"].sum())
-        lines.append(f"flags      {noisy} noisy ({noisy / len(df):.1%}), {drift} drifted ({drift / len(df):.1%})")
+        failed = int(failed_rows(df).sum())
+        lines.append(f"flags      {noisy} noisy ({noisy / len(df):.1%}), {drift} drifted ({drift / len(df):.1%}), "
+                     f"{failed} failed ({failed / len(df):.1%})")
+        if failed:
+            reasons = df.loc[failed_rows(df), "error"].value_counts().head(3)
+            lines += [f"  failed   {n} x {reason}" for reason, n in reasons.items()]
     return "\n".join(lines)
 
 
@@ -43,7 +49,8 @@ def model_coverage(t: LatencyTable, model: str, batch: int | None) -> str:
     """How much of a model's sweep lines the table holds, per batch/dtype/backend present."""
     net, size = models.load(model)
     layers = models.conv_layers(net, size)
-    keys = t.keys()
+    ok = t.df[~failed_rows(t.df)]
+    keys = set(ok[list(KEY_FIELDS)].itertuples(index=False, name=None))  # a failed shape is not covered
     combos = t.df[["batch", "dtype", "layout", "backend", "tile"]].drop_duplicates()
     if batch is not None:
         combos = combos[combos["batch"] == batch]

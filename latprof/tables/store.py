@@ -3,11 +3,18 @@
 Every finished row is appended to `<table>.journal.jsonl` and fsync'ed before the sweep
 moves on, so `kill -9` loses at most the shapes still being sampled. Opening the store
 folds any journal left by an interrupted sweep into the Parquet file (atomic rename),
-which is how a sweep resumes: shapes already in the table are not measured again.
+which is how a sweep resumes: shapes already in the table are not measured again (a shape
+that failed in an earlier sweep is tried once more: an out-of-memory may have been another
+process's doing).
+
+Whatever writes a table (a sweep, `tables merge`, `tables upgrade`, `validate --rehash`) holds
+its lock (`table_lock`): a hidden file `.<table>.lock` beside it, so that globs of tables
+(`tables/*shard*`) do not pick it up, removed again when the writer is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -23,15 +30,72 @@ from latprof.spec import KEY_FIELDS, ConvSpec
 COMPACT_EVERY_ROWS = 200
 
 
+def lock_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+class table_lock:  # noqa: N801 (used like a function: `with table_lock(path):`)
+    """Hold the exclusive lock of the table at `path`; refused at once, with a message, while
+    another latprof process holds it. The lock file is removed on the way out; a process that
+    locked a lock file just removed notices (the path no longer names its file) and locks anew."""
+
+    def __init__(self, path: str | Path, doing: str = "writing"):
+        self.path, self.doing = Path(path), doing
+        self.file = lock_path(self.path)
+        self.fd: int | None = None
+
+    def __enter__(self) -> "table_lock":
+        with tbl.os_errors("lock", self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.fd is None:
+                fd = os.open(self.file, os.O_CREAT | os.O_RDWR, 0o666)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise LatprofError(f"another latprof process is {self.doing} {self.path}; wait for it, or "
+                                       "write to another file with --out (merge later with `latprof tables "
+                                       "merge`)") from None
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(self.file).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    self.fd = fd
+                else:
+                    os.close(fd)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.file)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def journal_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".journal.jsonl")
+
+
+def pending_rows(path: str | Path) -> int:
+    """Rows in the table's journal that are not yet in the Parquet file: left by a sweep that was
+    killed (folded in by the next sweep or merge of this table) or by one still running."""
+    return len(read_journal(journal_path(path)))
+
+
 class TableStore:
     """Use as a context manager; `append(row)` is durable when it returns."""
 
     def __init__(self, path: str | Path, meta: dict):
         self.path = Path(path)
-        self.journal = self.path.with_name(self.path.name + ".journal.jsonl")
-        self.lockfile = self.path.with_name(self.path.name + ".lock")
+        self.journal = journal_path(self.path)
         self.meta = meta
-        self._lock_fd: int | None = None
+        self._lock = None
         self._journal_f = None
         self._since_compact = 0
         self._pending: list[dict] = []
@@ -39,17 +103,15 @@ class TableStore:
         self.table: tbl.LatencyTable | None = None
 
     def __enter__(self) -> "TableStore":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.lockfile, os.O_CREAT | os.O_RDWR, 0o644)
+        lock = table_lock(self.path).__enter__()
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise LatprofError(f"another latprof process is writing {self.path}; wait for it, or write "
-                               "to another file with --out (merge later with `latprof tables merge`)") from None
-        self.table = self._load()
-        self._journal_f = open(self.journal, "a", encoding="utf-8")
+            self.table = self._load()
+            with tbl.os_errors("open the journal of", self.path):
+                self._journal_f = open(self.journal, "a", encoding="utf-8")
+        except BaseException:
+            lock.__exit__(None, None, None)
+            raise
+        self._lock = lock
         return self
 
     def __exit__(self, *exc) -> None:
@@ -59,10 +121,9 @@ class TableStore:
                 self._journal_f = None
             self.compact()
         finally:
-            if self._lock_fd is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            if self._lock is not None:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
 
     def _load(self) -> tbl.LatencyTable:
         if self.path.exists():
@@ -78,12 +139,10 @@ class TableStore:
             table.meta = merged
         else:
             table = tbl.LatencyTable(tbl.empty_frame(), {**self.meta, "hosts": [self.meta["host"]]})
-        rows = read_journal(self.journal)
-        if rows:
-            table.df = tbl.upsert(table.df, pd.DataFrame(rows))
+        if fold_journal(table, self.path):
             tbl.write(self.path, table)
-        if self.journal.exists():
-            self.journal.unlink()
+        with tbl.os_errors("remove the journal of", self.path):
+            self.journal.unlink(missing_ok=True)
         return table
 
     @property
@@ -96,25 +155,31 @@ class TableStore:
             self.table.meta["reference"] = {"workload": label, "baseline_us": baseline_us}
 
     def has(self, spec: ConvSpec) -> bool:
+        """Measured already: in the table (a row that failed in an earlier sweep does not count:
+        it is tried again), or appended by this store (failed or not)."""
         return spec.key() in self._values_cache()
 
     def latency(self, spec: ConvSpec) -> float | None:
-        """Drift-normalised median latency (us) of a measured spec, None if not measured."""
+        """Drift-normalised median latency (us) of a measured spec, None if not measured (NaN
+        when it failed in this sweep)."""
         return self._values_cache().get(spec.key())
 
     def _values_cache(self) -> dict[tuple, float]:
         if self._values is None:
             df = self.table.df
+            df = df[~tbl.failed_rows(df)]
             keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
             self._values = dict(zip(keys, df["latency_norm_us_p50"].astype(float)))
         return self._values
 
     def append(self, row: dict) -> None:
-        self._journal_f.write(json.dumps(row, default=str) + "\n")
-        self._journal_f.flush()
-        os.fsync(self._journal_f.fileno())
+        with tbl.os_errors("append a row to the journal of", self.path):
+            self._journal_f.write(json.dumps(row, default=str) + "\n")
+            self._journal_f.flush()
+            os.fsync(self._journal_f.fileno())
         self._pending.append(row)
-        self._values_cache()[tuple(row[k] for k in KEY_FIELDS)] = float(row["latency_norm_us_p50"])
+        value = row["latency_norm_us_p50"]
+        self._values_cache()[tuple(row[k] for k in KEY_FIELDS)] = float("nan") if value is None else float(value)
         self._since_compact += 1
         if self._since_compact >= COMPACT_EVERY_ROWS:
             self.compact()
@@ -128,11 +193,25 @@ class TableStore:
             tbl.write(self.path, self.table)
             self._pending = []
             self._since_compact = 0
-        if self._journal_f is not None:
-            self._journal_f.truncate(0)
-            self._journal_f.seek(0)
-        elif self.journal.exists():
-            self.journal.unlink()
+        with tbl.os_errors("empty the journal of", self.path):
+            if self._journal_f is not None:
+                self._journal_f.truncate(0)
+                self._journal_f.seek(0)
+            else:
+                self.journal.unlink(missing_ok=True)
+
+
+def fold_journal(table: tbl.LatencyTable, path: str | Path) -> int:
+    """Add the rows of the journal of the table at `path` to `table` (in memory); how many."""
+    journal = journal_path(path)
+    rows = read_journal(journal)
+    if rows:
+        try:
+            table.df = tbl.upsert(table.df, pd.DataFrame(rows))
+        except (ValueError, TypeError, OverflowError) as exc:  # Arrow's conversion errors included
+            raise LatprofError(f"the journal {journal} of an interrupted sweep holds rows that do not fit the "
+                               f"table ({tbl.short(exc)}); move it aside and run the command again") from None
+    return len(rows)
 
 
 def read_journal(path: Path) -> list[dict]:
@@ -140,12 +219,15 @@ def read_journal(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with tbl.os_errors("read the journal", path), open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
-                rows.append(json.loads(line))
-            except ValueError:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
                 break
+            if not isinstance(row, dict):
+                break
+            rows.append(row)
     return rows
 
 

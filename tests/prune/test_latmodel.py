@@ -147,11 +147,14 @@ def test_min_keep_drops_small_options(coarse):
     assert tight.options == [[16, 32], [16, 32], [32, 48, 64], [32, 48, 64]]
 
 
-def test_build_names_the_group_whose_c_out_line_is_missing(tmp_path):
-    # drop the last two lines (64->64's c_out and c_in lines)
+def test_build_collects_a_missing_c_out_line_for_the_request(tmp_path):
+    # drop the last two lines (64->64's c_out and c_in lines): build asks for them, it does not raise
     path = model_table(tmp_path / "short.parquet", MODEL, every=4, drop_lines=2)
-    with pytest.raises(LatprofError, match=r"lacks the c_out line of features\.10.*latprof sweep"):
-        build(path)
+    lm, _ = build(path)
+    assert [(line.base.c_in, line.base.c_out, line.axis) for line in lm.missing_lines] == [(64, 64, "c_out")]
+    assert set(lm.missing_lines[0].specs()) <= lm.missing
+    group = next(g for g in lm.graph.groups if g.root == "features.10")
+    assert lm.options[group.index] == [group.channels]
 
 
 @pytest.mark.parametrize("scale, rest", [(1.3, 5.0), (0.8, 0.0), (2.0, 120.0)])

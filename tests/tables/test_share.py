@@ -176,7 +176,7 @@ def test_tampered_or_corrupted_downloads_fail_and_leave_no_cached_copy(cli, tmp_
         remote.open_table(bad.as_uri())
     assert cached_files(cache) == []
     r = cli("tables", "fetch", bad.as_uri())
-    assert r.exit_code == 1 and "removed from the cache" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "failed verification and was not cached" in r.output and "Traceback" not in r.output
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(small_table.read_bytes()[:-100])
     with pytest.raises(LatprofError, match="truncated"):
@@ -426,6 +426,7 @@ def test_upgrade_applies_registered_steps_in_order(cli, tmp_path, monkeypatch):
         return df, meta
 
     monkeypatch.setitem(upgrade.UPGRADES, 0, v0_to_v1)
+    monkeypatch.setattr(tbl, "SCHEMA_VERSION", 1)
     r = cli("tables", "upgrade", path)
     assert r.exit_code == 0 and "upgraded from schema version 0 to 1 (3 rows)" in r.output
     t = tbl.read(path)
@@ -435,13 +436,14 @@ def test_upgrade_applies_registered_steps_in_order(cli, tmp_path, monkeypatch):
     r = cli("tables", "upgrade", path)
     assert "already at schema version 1; left untouched" in r.output and path.read_bytes() == data
 
-    # two steps, in order, to a (pretend) version 2
+    # two steps, in order, to a (pretend) version 3
     _as_version(path, 0, rename={"latency_norm_us_p50": "latency_normalised_us_p50"})
     calls.clear()
     monkeypatch.setitem(upgrade.UPGRADES, 1, v1_to_v2)
+    monkeypatch.setitem(upgrade.UPGRADES, 2, lambda df, meta: (calls.append(2), (df, meta))[1])
+    monkeypatch.setattr(tbl, "SCHEMA_VERSION", 3)
+    assert "from schema version 0 to 3" in upgrade.upgrade_table(path)
+    assert calls == [0, 1, 2] and tbl.read(path).meta["schema_version"] == 3
     monkeypatch.setattr(tbl, "SCHEMA_VERSION", 2)
-    assert "from schema version 0 to 2" in upgrade.upgrade_table(path)
-    assert calls == [0, 1] and tbl.read(path).meta["schema_version"] == 2
-    monkeypatch.setattr(tbl, "SCHEMA_VERSION", 1)
     r = cli("tables", "upgrade", path)
     assert r.exit_code == 1 and "newer than this latprof" in r.output

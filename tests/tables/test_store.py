@@ -25,7 +25,7 @@ def test_rows_survive_a_crash_before_compaction(tmp_path):
         store.append(r)
     # simulate kill -9: no __exit__; the dead process's lock and files are gone, the journal stays
     store._journal_f.close()
-    os.close(store._lock_fd)
+    os.close(store._lock.fd)
     assert not path.exists() or len(tbl.read(path).df) == 0
     assert len(open(store.journal).readlines()) == 2
     with TableStore(path, META) as again:
