@@ -7,7 +7,9 @@ The interleaved, drift-tracked scheduling that uses these primitives is in `sche
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -149,75 +151,168 @@ class Clock:
         return {}
 
 
+#: NVML clock-event ("throttle") reasons that slow the GPU down on their own: hardware slowdown,
+#: software and hardware thermal slowdown, hardware power brake (nvml.h bit values; pynvml names
+#: them nvmlClocksEventReason* / nvmlClocksThrottleReason*). Left out: GPU idle and applications
+#: clocks (settings), SW power cap (set on most boards at any load), sync boost and display
+#: clock: bits that can stay set for a whole sweep and would then flag, hence drop, every row.
+THROTTLE_REASONS_COUNTED = 0x8 | 0x20 | 0x40 | 0x80
+
+#: Calls timed together (after one untimed call) to estimate a call's GPU time before the
+#: warm-up is sized, as `triton.testing.do_bench` does.
+WARMUP_ESTIMATE_CALLS = 5
+#: Most warm-up calls after the estimate, whatever it says (a launch-bound call of a few us).
+WARMUP_MAX_CALLS = 1000
+
+
 class CudaClock(Clock):
-    """CUDA events around single calls, L2 flushed before each (as `triton.testing.do_bench`)."""
+    """CUDA events around single calls, L2 flushed before each (as `triton.testing.do_bench`).
+
+    Entering makes the clock's device current and fixes the settings that choose kernels:
+    TF32 off by default (a float32 table is IEEE float32), cuDNN autotuning as given (None:
+    as the process has it, which `latprof sweep --cudnn-benchmark/--no-cudnn-benchmark` fixes);
+    leaving restores them. `runtime` stands in for `torch.cuda` (Event, synchronize,
+    current_device, set_device) in tests with a simulated asynchronous device."""
 
     kind = "cuda"
 
-    def __init__(self, device: torch.device, l2_flush: bool = True, nvml_handle=None):
+    def __init__(self, device: torch.device, l2_flush: bool = True, nvml_handle=None, *,
+                 cudnn_benchmark: bool | None = None, tf32: bool | None = False, runtime=None):
         self.device = device
         self.threads = torch.get_num_threads()
+        self.cudnn_benchmark, self.tf32 = cudnn_benchmark, tf32
+        self.cuda = runtime if runtime is not None else torch.cuda
         self._saved = []
         self._flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device) if l2_flush else None
         self._nvml = nvml_handle
+        self._nvml_off: set[str] = set()   # readings NVML refused once: not asked again
+        self._state: dict = {}
 
     def __enter__(self) -> "CudaClock":
         """Events are recorded on the current device: make it this clock's, restore it on exit."""
-        self._saved.append(torch.cuda.current_device())
-        torch.cuda.set_device(self.device)
+        from latprof.measure.device import cuda_settings
+
+        settings = cuda_settings(self.cudnn_benchmark, self.tf32)
+        self._saved.append((self.cuda.current_device(), settings))
+        self.cuda.set_device(self.device)
+        settings.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        torch.cuda.set_device(self._saved.pop())
+        device, settings = self._saved.pop()
+        settings.__exit__(None, None, None)
+        self.cuda.set_device(device)
 
     def check_entered(self) -> None:
-        if torch.cuda.current_device() != self.device.index:
+        if self.cuda.current_device() != self.device.index:
             raise RuntimeError(f"internal: the clock times {self.device} but the current device is "
-                               f"cuda:{torch.cuda.current_device()}; use the clock inside `with clock:`")
+                               f"cuda:{self.cuda.current_device()}; use the clock inside `with clock:`")
 
     def sync(self) -> None:
-        torch.cuda.synchronize(self.device)
+        self.cuda.synchronize(self.device)
+
+    def _events(self):
+        return self.cuda.Event(enable_timing=True), self.cuda.Event(enable_timing=True)
 
     def sample(self, fn: Callable[[], object], reps: int = 1) -> float:
-        # One call per sample: the flush must precede every timed call, so `reps` is ignored.
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
+        """One call between two events, the L2 flush queued before the first (so the flush also
+        hides the launch latency: the call is queued while the flush runs). NVML is read after
+        the launch and before waiting for it: during the call when it lasts longer than an NVML
+        query (tens of us); `gpu_state` returns that reading. `reps` is ignored: the flush must
+        precede every timed call."""
+        start, end = self._events()
         if self._flush is not None:
             self._flush.zero_()
         start.record()
         fn()
         end.record()
+        self._state = self._read_nvml()
         end.synchronize()
         return start.elapsed_time(end) * 1e3
 
     def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float) -> int:
-        super().warmup(fn, budget_s, min_sample_s)
+        """As `triton.testing.do_bench`: one synchronised call (cuDNN autotuning, Triton
+        compilation, allocations), then `WARMUP_ESTIMATE_CALLS` calls timed with events to
+        estimate one call's GPU time, then as many calls as fit in `budget_s` of GPU time (at
+        most `WARMUP_MAX_CALLS`), synchronised. GPU time spent: the first call + 5 calls +
+        at most `budget_s`. (Launching until `budget_s` of *host* time has passed would queue
+        about a thousand launches before the host blocks: seconds per shape.) Returns 1: one
+        call per sample."""
+        self.check_entered()
+        fn()
+        self.sync()
+        start, end = self._events()
+        start.record()
+        for _ in range(WARMUP_ESTIMATE_CALLS):
+            fn()
+        end.record()
+        end.synchronize()
+        per_call_s = start.elapsed_time(end) / 1e3 / WARMUP_ESTIMATE_CALLS
+        for _ in range(min(WARMUP_MAX_CALLS, int(budget_s / max(per_call_s, 1e-9)))):
+            fn()
+        self.sync()
         return 1
 
     def gpu_state(self) -> dict:
-        """SM clock, temperature and whether the GPU reports throttling (needs nvidia-ml-py)."""
+        """SM clock, temperature and whether a reason that lowers clocks was set
+        (`THROTTLE_REASONS_COUNTED`), read during the last sample; {} without NVML."""
+        state, self._state = self._state, {}
+        return state
+
+    def _read_nvml(self) -> dict:
+        """Each reading NVML refuses (NotSupported on many GeForce boards, a lost GPU) warns once
+        and is dropped from then on; the sweep goes on."""
         if self._nvml is None:
             return {}
         import pynvml
 
-        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(self._nvml)
-        benign = pynvml.nvmlClocksThrottleReasonGpuIdle | pynvml.nvmlClocksThrottleReasonApplicationsClocksSetting
-        return {
-            "gpu_clock_mhz": float(pynvml.nvmlDeviceGetClockInfo(self._nvml, pynvml.NVML_CLOCK_SM)),
-            "gpu_temp_c": float(pynvml.nvmlDeviceGetTemperature(self._nvml, pynvml.NVML_TEMPERATURE_GPU)),
-            "throttled": bool(reasons & ~benign),
-        }
+        reasons = (getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+                   or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)
+        readings = (
+            ("gpu_clock_mhz", lambda h: float(pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))),
+            ("gpu_temp_c", lambda h: float(pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))),
+            ("throttled", lambda h: bool(int(reasons(h)) & THROTTLE_REASONS_COUNTED)),
+        )
+        state = {}
+        for key, read in readings:
+            if key in self._nvml_off:
+                continue
+            try:
+                state[key] = read(self._nvml)
+            except pynvml.NVMLError as exc:
+                self._nvml_off.add(key)
+                warnings.warn(f"NVML cannot read {key} on {self.device} ({exc}); the rows go without it",
+                              RuntimeWarning, stacklevel=2)
+        return state
 
 
-def cuda_kernel_names(fn: Callable[[], object]) -> str:
-    """Names of the CUDA kernels one call of `fn` launches (how we see cuDNN's algorithm choice)."""
+def cuda_kernel_names(fn: Callable[[], object], activities=None) -> str:
+    """Names of the kernels one call of `fn` launches (how cuDNN's algorithm choice shows), read
+    once per shape after its timing is done (`scheduler.Profiler`).
+
+    A `torch.profiler` session attaches CUPTI, and Kineto detaches it when the session ends only
+    under TEARDOWN_CUPTI=1 (pytorch/pytorch#144455: left attached, it slowed later kernels by
+    10-20%), so that is set unless the environment already says otherwise; under
+    TEARDOWN_CUPTI=0 the names are not read (""), rather than slow every later shape; nor when the
+    profiler fails (a warning). `activities`: the profiler activities (default CUDA; tests pass CPU)."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
+    if os.environ.setdefault("TEARDOWN_CUPTI", "1") != "1":
+        return ""
+    activities = activities or [ProfilerActivity.CUDA]
+    on_gpu = ProfilerActivity.CUDA in activities
+    if on_gpu:
         torch.cuda.synchronize()
-    names = [e.key for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    try:
+        with profile(activities=activities) as prof:
+            fn()
+            if on_gpu:
+                torch.cuda.synchronize()
+    except RuntimeError as exc:  # the profiler (CUPTI) unavailable: the names are provenance, not data
+        warnings.warn(f"kernel names not read: the profiler failed ({exc})", RuntimeWarning, stacklevel=2)
+        return ""
+    kind = "CUDA" if on_gpu else "CPU"
+    names = [e.key for e in prof.key_averages() if e.device_type.name == kind]
     return ";".join(sorted(set(names)))[:500]
 
 
