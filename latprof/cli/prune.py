@@ -22,7 +22,7 @@ from latprof.staircase import options
 @click.option("--target-ms", type=click.FloatRange(min=0, min_open=True), help="Latency budget in ms.")
 @click.option("--target-ratio", type=click.FloatRange(min=0, max=1, min_open=True),
               help="Budget as a share of the unpruned model's latency under the same table.")
-@click.option("--algo", default="dp", show_default=True, help="Searcher: dp, evo or abc.")
+@click.option("--algo", default="dp", show_default=True, help="Searcher: dp, evo, abc or ddpg.")
 @click.option("--importance", default="l1", show_default=True, help="l1, l2, bn_scale, fpgm or acs.")
 @click.option("--weights-prev", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Earlier checkpoint (state_dict) for --importance acs.")
@@ -94,6 +94,8 @@ def _print_prune(r) -> None:
     ctx = r.context
     click.echo(f"{r.model} for {r.device} [{ctx['backend']}, batch {ctx['batch']}, {ctx['dtype']}]: "
                f"{r.algo} search, {r.importance} importance, {r.search_seconds:.2f} s ({r.evaluations} evaluations)")
+    if r.search_note:
+        click.echo(f"note     {r.search_note}")
     cal = (f"calibrated on this machine: {r.scale:.3f} x conv sum + {r.rest_ms:.3f} ms" if r.calibrated
            else "not calibrated (the table's device is not this machine): conv layers only")
     click.echo(f"target   {r.target_ms:.3f} ms; latency model {cal}")

@@ -100,6 +100,7 @@ class PruneReport:
     fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
     accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
     warnings: list[str] = field(default_factory=list)   # software versions that differ from the table's
+    search_note: str = ""        # what the searcher says of its result (e.g. dp fell back to evo, and why)
     fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
 
     @property
@@ -302,7 +303,8 @@ def make_report(cfg: PruneConfig, setup: Setup, found: Found, target_us: float, 
         groups=[{"root": g.root, "channels": g.channels, "options": lm.options[g.index], "kept": k,
                  "convs_out": list(g.out_convs)} for g, k in zip(found.graph.groups, found.counts)],
         search_seconds=found.seconds, evaluations=found.result.evaluations, attempts=found.attempts,
-        fitness=cfg.fitness, fitness_value=found.result.value, warnings=setup.warnings)
+        fitness=cfg.fitness, fitness_value=found.result.value, warnings=setup.warnings,
+        search_note=found.result.note)
     report.fits = {g.root: lm.fits.get((t.spec, "c" if t.spec.depthwise else "c_out"))
                    for g in found.graph.groups for t in lm.terms if t.name == g.root}
     return report
