@@ -8,6 +8,7 @@ import of this package: set it before importing.
 from latprof.kernels.conv2d import conv2d, interpreted, k_iterations, launch_grid
 from latprof.kernels.tiles import DEFAULT_TILE, TILE_CONFIGS, TileConfig, as_tile
 from latprof.kernels.wave import (
+    ARCH_LIMITS,
     PRESETS,
     DevicePreset,
     estimate_regs_per_thread,
@@ -15,13 +16,15 @@ from latprof.kernels.wave import (
     get_preset,
     predicted_edges,
     predicted_latency_curve,
+    preset_from_identity,
     resident_blocks,
     tile_count,
     waves,
 )
 
 __all__ = [
-    "DEFAULT_TILE", "PRESETS", "TILE_CONFIGS", "DevicePreset", "TileConfig", "as_tile", "conv2d",
+    "ARCH_LIMITS", "DEFAULT_TILE", "PRESETS", "TILE_CONFIGS", "DevicePreset", "TileConfig", "as_tile", "conv2d",
     "estimate_regs_per_thread", "estimate_smem_bytes", "get_preset", "interpreted", "k_iterations",
-    "launch_grid", "predicted_edges", "predicted_latency_curve", "resident_blocks", "tile_count", "waves",
+    "launch_grid", "predicted_edges", "predicted_latency_curve", "preset_from_identity", "resident_blocks",
+    "tile_count", "waves",
 ]

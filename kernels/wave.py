@@ -59,6 +59,40 @@ PRESETS: dict[str, DevicePreset] = {p.name: p for p in (
 )}
 
 
+#: Occupancy limits per compute capability (CUDA C Programming Guide, technical specifications):
+#: (max resident blocks per SM, max threads per SM, 32-bit registers per SM, shared memory per SM,
+#: shared memory per block with opt-in). Only the block limit is not among the properties the
+#: CUDA runtime reports (and a table records); the others are used when a table lacks them.
+ARCH_LIMITS: dict[str, tuple[int, int, int, int, int]] = {
+    "7.0": (32, 2048, 65536, 96 * KIB, 96 * KIB),
+    "7.5": (16, 1024, 65536, 64 * KIB, 64 * KIB),
+    "8.0": (32, 2048, 65536, 164 * KIB, 163 * KIB),
+    "8.6": (16, 1536, 65536, 100 * KIB, 99 * KIB),
+    "8.9": (24, 1536, 65536, 100 * KIB, 99 * KIB),
+    "9.0": (32, 2048, 65536, 228 * KIB, 227 * KIB),
+}
+
+
+def preset_from_identity(identity: dict) -> DevicePreset | None:
+    """The wave model's device from what a table recorded of its GPU (`device` metadata): its SM
+    count (an H100 PCIe has 114, an SXM5 132; a MIG instance its own share), compute capability
+    and, when recorded, its shared memory, registers and threads per SM; the block limit comes
+    from `ARCH_LIMITS`. None when the identity lacks the SM count or compute capability, or the
+    compute capability is not in `ARCH_LIMITS` (then name a preset)."""
+    sms, cc = identity.get("sm_count"), str(identity.get("compute_capability") or "")
+    if not isinstance(sms, int) or sms < 1 or cc not in ARCH_LIMITS:
+        return None
+    blocks, threads, regs, smem_sm, smem_block = ARCH_LIMITS[cc]
+
+    def recorded(key: str, default: int) -> int:
+        value = identity.get(key)
+        return value if isinstance(value, int) and value > 0 else default
+
+    name = str(identity.get("gpu_name") or identity.get("name") or f"sm_{cc.replace('.', '')}")
+    return DevicePreset(name, sms, blocks, recorded("max_threads_per_sm", threads), recorded("regs_per_sm", regs),
+                        recorded("smem_per_sm_bytes", smem_sm), recorded("smem_per_block_bytes", smem_block), cc)
+
+
 def get_preset(name: str) -> DevicePreset:
     """Look a preset up by name, with the list of known names in the error."""
     try:

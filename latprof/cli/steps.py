@@ -99,36 +99,58 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
 
 
 def _predicted_edges(t, ctx, layers, preset, tile) -> dict:
-    from latprof.measure.device import normalise
-    from latprof.kernels import DEFAULT_TILE, PRESETS, TileConfig, get_preset, predicted_edges
+    from latprof.kernels import DEFAULT_TILE, TileConfig, predicted_edges
 
-    if preset is None:
-        name = normalise(str(t.device.get("name", "")))
-        preset = next((key for key in PRESETS if normalise(key) in name), None)
-        if preset is None:
-            raise LatprofError(f"no GPU preset matches {t.device.get('name')!r}; pick one with --preset "
-                               f"({', '.join(PRESETS)})")
-    dev = get_preset(preset)
+    dev = _wave_device(t.device, preset)
     cfg = TileConfig.parse(tile) if tile else (TileConfig.parse(ctx.tile) if ctx.tile else DEFAULT_TILE)
     return {lay.name: predicted_edges(lay.spec, cfg, dev, "c_out") for lay in layers}
+
+
+def _wave_device(device: dict, preset: str | None):
+    """The wave model's GPU: `--preset` if given, else built from the table's recorded device (SM
+    count, compute capability, shared memory: right for an H100 PCIe, an H200 or a MIG slice),
+    else the preset whose name the device's name contains (tables that record no SM count)."""
+    from latprof.measure.device import normalise
+    from latprof.kernels import ARCH_LIMITS, PRESETS, get_preset, preset_from_identity
+
+    if preset is not None:
+        return get_preset(preset)
+    dev = preset_from_identity(device)
+    if dev is not None:
+        return dev
+    name = normalise(str(device.get("name", "")))
+    by_name = next((key for key in PRESETS if normalise(key) in name), None)
+    if by_name is None:
+        raise LatprofError(f"the table's device {device.get('name')!r} records no SM count and compute capability "
+                           f"the wave model knows ({', '.join(ARCH_LIMITS)}) and no preset matches its name; "
+                           f"pick one with --preset ({', '.join(PRESETS)})")
+    return get_preset(by_name)
 
 
 @click.command()
 @click.argument("model")
 @click.option("--layer", help="Conv layer name (see `latprof models MODEL`); default: every layer.")
-@click.option("--preset", default="titan_rtx", show_default=True, help="GPU preset: titan_rtx, v100, a100, h100.")
+@click.option("--preset", help="GPU preset: titan_rtx, v100, a100, h100 (default: --table's device, else titan_rtx).")
+@click.option("--table", "table_path", help="Take the GPU from this table's recorded device (SM count, compute "
+                                            "capability, shared memory) instead of a preset.")
 @click.option("--tile", default="64x64x32,w4,s3", show_default=True, help="Tile config of the Triton kernel.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True)
 @click.option("--axis", type=click.Choice(["c_out", "c_in"]), default="c_out", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of the predicted staircase (needs --layer).")
-def wave(model, layer, preset, tile, batch, dtype, axis, plot_path):
+def wave(model, layer, preset, table_path, tile, batch, dtype, axis, plot_path):
     """Predict step edges of a model's convs from the wave model (no GPU needed)."""
     from latprof import models
     from latprof.kernels import TileConfig, get_preset, predicted_edges, predicted_latency_curve, waves
 
-    dev, cfg = get_preset(preset), TileConfig.parse(tile)
+    if table_path is not None:
+        from latprof.tables import remote
+
+        dev = _wave_device(remote.open_table(table_path).device, preset)
+    else:
+        dev = get_preset(preset or "titan_rtx")
+    cfg = TileConfig.parse(tile)
     net, size = models.load(model)
     layers = models.conv_layers(net, size)
     if layer is not None:

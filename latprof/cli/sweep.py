@@ -47,11 +47,17 @@ from latprof.spec import DTYPES, LAYOUTS
 @click.option("--request", type=click.Path(dir_okay=False, path_type=Path),
               help="Measure what this request file asks for (`latprof tables request`): its shapes, and its "
                    "lines sampled sparsely; nothing else.")
+@click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=False, show_default=True,
+              help="CUDA: let cuDNN try several algorithms per shape and keep the fastest "
+                   "(torch.backends.cudnn.benchmark). Recorded in the table's metadata (versions.cudnn_benchmark); "
+                   "prune times whole models with it off. float32 always runs with TF32 off (IEEE float32), "
+                   "recorded there too.")
 def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dtype, layout, device, gpu,
           backend, tile, every, dense, measure_grid, shard_text, budget_minutes, out, threads, quick, no_progress,
-          request):
+          request, cudnn_benchmark):
     """Measure convolution latency on a device and write its table."""
     from latprof.measure import sweep as sweeps
+    from latprof.measure.device import cuda_settings
     from latprof.measure.timing import Protocol
 
     grid = None
@@ -69,7 +75,8 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
         protocol=Protocol.quick() if (quick or env.quick_protocol()) else Protocol(),
         progress=not no_progress, request=request,
         search_space=_search_space(model, input_size) if model else None)
-    s = sweeps.run(cfg)
+    with cuda_settings(cudnn_benchmark=cudnn_benchmark):  # the CUDA clock keeps it, and TF32 off
+        s = sweeps.run(cfg)
     click.echo(f"device   {s.device.name} ({s.device.slug})")
     click.echo(f"table    {s.path}")
     click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines ({s.mode}; dense lines would be "
