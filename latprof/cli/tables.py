@@ -66,9 +66,7 @@ def tables_validate(path, rehash):
     t = remote.open_table(path)
     problems = table.validate(t)
     if problems:
-        for p in problems:
-            click.echo(f"problem: {p}", err=True)
-        raise LatprofError(f"{path}: {len(problems)} problem(s)")
+        raise LatprofError(f"{path}: {len(problems)} problem(s): {'; '.join(problems)}")
     failed = int(table.failed_rows(t.df).sum())
     click.echo(f"{path}: ok ({len(t.df)} rows{f', {failed} flagged failed' if failed else ''}, "
                f"schema version {t.meta['schema_version']})")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,8 +32,11 @@ COMPACT_EVERY_ROWS = 200
 
 
 def lock_path(path: str | Path) -> Path:
+    """`.latprof-<digest>.lock` beside the table: hidden, and without the table's name in it, so
+    that no glob of tables (`*shard*`, `cpu*`, even Python's, which shows hidden files) lists it.
+    The file holds the pid and the table's name while locked."""
     path = Path(path)
-    return path.with_name(f".{path.name}.lock")
+    return path.with_name(f".latprof-{hashlib.sha256(path.name.encode()).hexdigest()[:16]}.lock")
 
 
 class table_lock:  # noqa: N801 (used like a function: `with table_lock(path):`)
@@ -63,6 +67,8 @@ class table_lock:  # noqa: N801 (used like a function: `with table_lock(path):`)
                     same = False
                 if same:
                     self.fd = fd
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {self.path.name}\n".encode())
                 else:
                     os.close(fd)
         return self
@@ -114,12 +120,17 @@ class TableStore:
         self._lock = lock
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         try:
             if self._journal_f is not None:
                 self._journal_f.close()
                 self._journal_f = None
-            self.compact()
+            try:
+                self.compact()
+            except LatprofError:
+                if exc_type is None:
+                    raise
+                # the error on its way out says what went wrong; the rows wait in the journal
         finally:
             if self._lock is not None:
                 self._lock.__exit__(None, None, None)
