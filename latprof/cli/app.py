@@ -12,8 +12,8 @@ long sweep or training run does not end in an unwritable `--out`.
 
 from __future__ import annotations
 
+import errno
 import functools
-import os
 import tempfile
 import traceback
 from pathlib import Path
@@ -22,6 +22,7 @@ import click
 
 from latprof.errors import LatprofError
 from latprof.measure import plan
+from latprof.tables.oserrors import os_errno as tbl_errno
 from latprof.tables.oserrors import os_error_message
 from latprof.tables.remote import is_url
 
@@ -61,7 +62,7 @@ class LatprofGroup(click.Group):
 def describe_os_error(exc: OSError) -> str:
     """One line for an OS error raised outside the tables' own writes: the operation (from the
     call that raised it), the path, why (errno-based) and what to do."""
-    op = "access"
+    op = "write" if tbl_errno(exc) in (errno.ENOSPC, errno.EDQUOT) else "access"
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.name in _OPERATIONS:
             op = _OPERATIONS[frame.name]
@@ -81,8 +82,6 @@ def check_writable(path, *, folder: bool = False, what: str = "") -> None:
             raise LatprofError(f"cannot write into {label}: it is a file, not a folder; choose another path")
         if not folder and path.is_dir():
             raise LatprofError(f"cannot write {label}: it is a folder; give a file name")
-        if not folder and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
-            raise LatprofError(f"cannot write {label}: permission denied; choose a place you may write to")
     base = path if folder and path.is_dir() else path.parent
     while not base.exists():
         if base.parent == base:
@@ -93,8 +92,8 @@ def check_writable(path, *, folder: bool = False, what: str = "") -> None:
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".latprof-probe-"):
             pass
-    except OSError as exc:
-        raise LatprofError(os_error_message(exc, "write", path)) from None
+    except OSError as exc:  # the probe's own name says nothing to the user
+        raise LatprofError(os_error_message(OSError(exc.errno, exc.strerror), "write", label)) from None
 
 
 def _check_outputs_first(cmd: click.Command) -> None:

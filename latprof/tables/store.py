@@ -67,8 +67,8 @@ class table_lock:  # noqa: N801 (used like a function: `with table_lock(path):`)
                     same = False
                 if same:
                     self.fd = fd
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()} {self.path.name}\n".encode())
+                    with contextlib.suppress(OSError):  # only a note for people: a full disk may refuse it
+                        os.write(fd, f"{os.getpid()} {self.path.name}\n".encode())
                 else:
                     os.close(fd)
         return self
@@ -123,8 +123,12 @@ class TableStore:
     def __exit__(self, exc_type, *exc) -> None:
         try:
             if self._journal_f is not None:
-                self._journal_f.close()
-                self._journal_f = None
+                journal, self._journal_f = self._journal_f, None
+                try:
+                    journal.close()  # flushes what a failed append left in its buffer: no space, perhaps
+                except OSError as err:
+                    if exc_type is None:
+                        raise LatprofError(tbl.os_error_message(err, "close the journal of", self.path)) from None
             try:
                 self.compact()
             except LatprofError:

@@ -135,10 +135,19 @@ def test_3_os_errors_outside_the_tables_are_one_line_too(tmp_path):
     one_error_line(r, f"cannot create the folder {tmp_path / 'afile' / 'sub'}: a part of the path is a file")
 
 
-def test_3_check_writable():
-    check_writable(Path.cwd() / "new" / "deeper" / "t.parquet")   # folders that would be made: fine
+def test_3_check_writable(tmp_path, monkeypatch):
+    check_writable(tmp_path / "new" / "deeper" / "t.parquet")   # folders that would be made: fine
+    assert list(tmp_path.iterdir()) == []                         # and nothing made by the check
     with pytest.raises(LatprofError, match="it is a folder"):
-        check_writable(Path.cwd())
+        check_writable(tmp_path)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".latprof-probe-x"))
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    with pytest.raises(LatprofError) as err:
+        check_writable(tmp_path / "t.parquet", what="--out")
+    assert str(err.value) == (f"cannot write {tmp_path / 't.parquet'} (--out): the file system is read-only; "
+                              "choose a writable place")
 
 
 # --- 4: a shape that cannot run ---------------------------------------------------------------

@@ -28,7 +28,7 @@ from latprof.spec import ConvSpec
 from latprof.tables import io as tbl
 from synthetic import META, row
 
-FAST_EXAMPLES = 30
+FAST_EXAMPLES = 25
 SLOW_EXAMPLES = 400
 
 
