@@ -269,3 +269,17 @@ def test_rows_waiting_in_a_journal_are_reported(cli, tmp_path, command):
     path.with_name(path.name + ".journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in extra))
     r = cli("tables", command, path)
     assert r.exit_code == 0 and "warning: 2 rows in" in r.output and f"tables merge {path} {path}" in r.output
+
+
+def test_4_info_counts_failed_rows_and_says_why(cli, tmp_path):
+    spec = ConvSpec(c_in=4, c_out=4, h=8, w=8)
+    rows = [row(spec.replace(c_out=c), 10.0 + c) for c in (1, 2, 3)]
+    rows.append({**row(spec.replace(c_out=4096), float("nan")), "flag_failed": True, "n_samples": 0,
+                 "error": "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB"})
+    path = tmp_path / "t.parquet"
+    tbl.write(path, tbl.LatencyTable(pd.DataFrame(rows), dict(META)))
+    r = cli("tables", "info", path)
+    assert r.exit_code == 0 and "1 failed (25.0%)" in r.output
+    assert "failed   1 x RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB" in r.output
+    v = cli("tables", "validate", path)
+    assert v.exit_code == 0 and "ok (4 rows, 1 flagged failed, schema version 2)" in v.output
