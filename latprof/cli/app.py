@@ -22,7 +22,7 @@ import click
 
 from latprof.errors import LatprofError
 from latprof.measure import plan
-from latprof.tables.oserrors import os_errno as tbl_errno
+from latprof.tables.oserrors import os_errno
 from latprof.tables.oserrors import os_error_message
 from latprof.tables.remote import is_url
 
@@ -62,7 +62,7 @@ class LatprofGroup(click.Group):
 def describe_os_error(exc: OSError) -> str:
     """One line for an OS error raised outside the tables' own writes: the operation (from the
     call that raised it), the path, why (errno-based) and what to do."""
-    op = "write" if tbl_errno(exc) in (errno.ENOSPC, errno.EDQUOT) else "access"
+    op = "write" if os_errno(exc) in (errno.ENOSPC, errno.EDQUOT) else "access"
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.name in _OPERATIONS:
             op = _OPERATIONS[frame.name]
