@@ -116,8 +116,8 @@ def _print_prune(r) -> None:
                    f"{c.macs / 1e6:9.1f} {c.params:10d}")
     if len(r.attempts) > 1:
         for i, a in enumerate(r.attempts, 1):
-            click.echo(f"search {i}: budget {a['budget_ms']:.3f} ms, predicted {a['predicted_ms']:.3f} ms, "
-                       f"measured {a['measured_ms']:.3f} ms")
+            click.echo(f"candidate {i}: budget {a['budget_ms']:.3f} ms, predicted {a['predicted_ms']:.3f} ms, "
+                       f"measured {a['measured_ms']:.3f} ms, value {a.get('value', float('nan')):.4f}")
     got = r.pruned.measured_ms if r.pruned.measured_ms is not None else r.pruned.predicted_ms
     how = "measured" if r.pruned.measured_ms is not None else "predicted"
     click.echo(f"target met: {'yes' if r.met else 'NO'} ({how} {got:.3f} ms vs target {r.target_ms:.3f} ms)")
