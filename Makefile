@@ -37,6 +37,9 @@ test-interpret: $(STAMP)
 test-gpu: $(STAMP)
 	TRITON_INTERPRET=0 $(PY) -m pytest -q -m gpu tests
 
+gpu-smoke: $(STAMP)
+	$(PY) bench/gpu_smoke.py
+
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
