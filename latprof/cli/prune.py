@@ -120,6 +120,9 @@ def _print_prune(r) -> None:
                        f"measured {a['measured_ms']:.3f} ms, value {a.get('value', float('nan')):.4f}")
     got = r.pruned.measured_ms if r.pruned.measured_ms is not None else r.pruned.predicted_ms
     how = "measured" if r.pruned.measured_ms is not None else "predicted"
-    click.echo(f"target met: {'yes' if r.met else 'NO'} ({how} {got:.3f} ms vs target {r.target_ms:.3f} ms)")
+    spread = (f", samples p25-p75 {r.pruned.measured_iqr_ms[0]:.3f}-{r.pruned.measured_iqr_ms[1]:.3f} ms"
+              if r.pruned.measured_iqr_ms else "")
+    click.echo(f"target met: {'yes' if r.met else 'NO'} ({how} {got:.3f} ms vs target {r.target_ms:.3f} ms"
+               f"{spread}): {r.verdict}")
     for k, v in r.files.items():
         click.echo(f"{k:8s} {v}")

@@ -295,7 +295,7 @@ def interleaved_round(items: list[_Shape], clock: Clock, ref: Reference, rng: np
 
 def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
                    protocol: Protocol, rounds: int | None = None, seed: int = 0,
-                   baseline_us: float | None = None, layout: str = "nchw") -> list[float]:
+                   baseline_us: float | None = None, layout: str = "nchw", summary: bool = False) -> list:
     """Drift-normalised median latency (us) of each model's forward pass at `batch`, timed in
     interleaved rounds with the reference (`interleaved_round`, as the sweeps are).
 
@@ -303,7 +303,8 @@ def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, 
     of the table: the callers' models stay where they were. `baseline_us`: the reference
     latency to normalise to; pass the table's (`meta["reference"]["baseline_us"]`) so that
     measurements taken in different calls, and the table's own rows, are on one scale.
-    Default: this call's median reference reading."""
+    Default: this call's median reference reading. With `summary`, each model's `Stats` (quantiles
+    of its normalised samples, in us) instead of the median alone."""
     dt = backends.DTYPES[dtype]
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     x = torch.randn(batch, *input_size).to(device.torch_device, dt).contiguous(memory_format=fmt)
@@ -323,4 +324,5 @@ def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, 
     for _ in range(rounds or max(protocol.min_samples * 2, 15)):
         last_ref = interleaved_round(items, clock, ref, rng, protocol.ref_interval_s, last_ref)
     base = baseline_us or ref.baseline()
-    return [summarize(np.asarray(it.samples) * base / ref.at(it.times)).p50 for it in items]
+    stats = [summarize(np.asarray(it.samples) * base / ref.at(it.times)) for it in items]
+    return stats if summary else [s.p50 for s in stats]

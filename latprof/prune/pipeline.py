@@ -78,6 +78,7 @@ class Candidate:
     macs: int
     params: int
     measured_ms: float | None = None
+    measured_iqr_ms: tuple[float, float] | None = None   # p25, p75 of the samples behind measured_ms
 
 
 @dataclass
@@ -111,10 +112,21 @@ class PruneReport:
         got = self.pruned.measured_ms if self.pruned.measured_ms is not None else self.pruned.predicted_ms
         return got is not None and got <= self.target_ms * 1.0000001
 
+    @property
+    def verdict(self) -> str:
+        """"met" / "missed", and "within noise" when the target lies inside the measurement's
+        interquartile range (the median says met or missed, the samples do not settle it)."""
+        word = "met" if self.met else "missed"
+        iqr = self.pruned.measured_iqr_ms
+        if iqr is not None and iqr[0] <= self.target_ms <= iqr[1]:
+            return f"{word}, within noise (the target lies between the samples' p25 and p75)"
+        return word
+
     def to_dict(self) -> dict:
         d = asdict(replace(self, fits={}))
         del d["fits"]
         d["target_met"] = self.met
+        d["verdict"] = self.verdict
         return d
 
 
@@ -163,10 +175,11 @@ class Timer:
     size: tuple[int, int, int]
     baseline_us: float | None
 
-    def measure(self, nets: list[nn.Module]) -> list[float]:
-        """Drift-normalised median latency (us) of each model, timed together in interleaved rounds."""
+    def measure(self, nets: list[nn.Module], summary: bool = False) -> list:
+        """Drift-normalised median latency (us) of each model, timed together in interleaved rounds
+        (with `summary`: the quantiles of each model's samples, `timing.Stats`)."""
         return measure_models(nets, self.size, self.ctx.batch, self.ctx.dtype, self.here, self.clock,
-                              self.protocol, baseline_us=self.baseline_us, layout=self.ctx.layout)
+                              self.protocol, baseline_us=self.baseline_us, layout=self.ctx.layout, summary=summary)
 
 
 def run(cfg: PruneConfig) -> PruneReport:
@@ -188,8 +201,8 @@ def run(cfg: PruneConfig) -> PruneReport:
         if timer is not None:
             cands = [report.original, report.pruned] + report.baselines
             nets = [setup.original, found.pruned] + [m for _, m in base_nets]
-            for cand, us in zip(cands, timer.measure(nets)):
-                cand.measured_ms = us / 1e3
+            for cand, st in zip(cands, timer.measure(nets, summary=True)):
+                cand.measured_ms, cand.measured_iqr_ms = st.p50 / 1e3, (st.p25 / 1e3, st.p75 / 1e3)
     if cfg.data:  # accuracy before search and of the pruned model before fine-tuning (test split)
         from latprof.train import data as datasets
         from latprof.train.loop import eval_loader, evaluate
