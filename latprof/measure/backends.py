@@ -31,6 +31,12 @@ def check(backend: str, device: Device) -> None:
             import triton  # noqa: F401
         except ImportError:
             raise LatprofError("--backend triton needs the `triton` package: pip install 'latprof[triton]'") from None
+        from latprof.kernels import interpreted
+
+        if interpreted():  # a leftover TRITON_INTERPRET=1 would time Triton's CPU interpreter
+            raise LatprofError("the Triton kernels were loaded under TRITON_INTERPRET=1, so they would run in "
+                               "Triton's interpreter, not on the GPU; unset it (or set TRITON_INTERPRET=0) "
+                               "and run the sweep again")
 
 
 def default_backend(device: Device) -> str:

@@ -129,3 +129,18 @@ def test_a_cuda_tables_versions_record_benchmark_and_tf32(flags, monkeypatch):
         v = devices.software_versions(dev)
     assert v["driver"] == "560.35"
     assert (v["cudnn_benchmark"], v["cudnn_allow_tf32"], v["matmul_allow_tf32"]) == (True, False, False)
+
+
+# --- the Triton interpreter is never timed --------------------------------------------------
+
+def test_a_triton_sweep_refuses_the_interpreter(monkeypatch):
+    import latprof.kernels as kernels
+    from latprof.measure import backends
+
+    gpu = devices.Device("cuda", "NVIDIA Fake", "fake", 0)
+    monkeypatch.setattr(kernels, "interpreted", lambda: True)      # a leftover TRITON_INTERPRET=1
+    with pytest.raises(LatprofError, match="TRITON_INTERPRET=1") as err:
+        backends.check("triton", gpu)
+    assert "TRITON_INTERPRET=0" in str(err.value)
+    monkeypatch.setattr(kernels, "interpreted", lambda: False)     # compiled for the GPU
+    assert backends.check("triton", gpu) is None
