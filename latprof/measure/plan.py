@@ -30,6 +30,10 @@ def grid_specs(*, cin: list[int], cout: list[int], hw: list[int], kernel: list[i
                groups: list[int], batch: int, dtype: str, layout: str, backend: str, tile: str = "") -> list[ConvSpec]:
     """The cartesian product; padding keeps "same" size (k // 2). Combinations whose channels are
     not divisible by the groups are skipped; an empty result is an error."""
+    for name, values in (("cin", cin), ("cout", cout), ("hw", hw), ("kernel", kernel), ("stride", stride),
+                         ("groups", groups)):
+        if any(v < 1 for v in values):
+            raise LatprofError(f"--{name}: every value must be at least 1, got {min(values)}")
     specs = []
     for ci, co, s, k, st, g in itertools.product(cin, cout, hw, kernel, stride, groups):
         if ci % g or co % g or ci < 1 or co < 1:
