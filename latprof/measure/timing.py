@@ -154,8 +154,9 @@ class Clock:
 #: NVML clock-event ("throttle") reasons that slow the GPU down on their own: hardware slowdown,
 #: software and hardware thermal slowdown, hardware power brake (nvml.h bit values; pynvml names
 #: them nvmlClocksEventReason* / nvmlClocksThrottleReason*). Left out: GPU idle and applications
-#: clocks (settings), SW power cap (set on most boards at any load), sync boost and display
-#: clock: bits that can stay set for a whole sweep and would then flag, hence drop, every row.
+#: clocks (settings), SW power cap (a board holding its power limit, set much of the time under a
+#: sustained load; the recorded SM clock shows its effect), sync boost and display clock: bits
+#: that can stay set for a whole sweep and would then flag, hence drop from fits, every row.
 THROTTLE_REASONS_COUNTED = 0x8 | 0x20 | 0x40 | 0x80
 
 #: Calls timed together (after one untimed call) to estimate a call's GPU time before the
