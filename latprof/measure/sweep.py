@@ -170,7 +170,9 @@ def table_meta(dev: devices.Device, clock: Clock, protocol: Protocol) -> dict:
     return {
         "device": {"kind": dev.kind, "name": dev.name, "slug": dev.slug, **dev.identity},
         "versions": devices.software_versions(dev),
-        "protocol": {**protocol.to_dict(), "threads": clock.threads},
+        "protocol": {**protocol.to_dict(), "threads": clock.threads,
+                     **({"cudnn_benchmark": devices.software_versions(dev).get("cudnn_benchmark"), "tf32": False}
+                        if dev.kind == "cuda" else {})},
         "host": devices.host_fingerprint(),
     }
 

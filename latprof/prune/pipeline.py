@@ -224,6 +224,9 @@ def load(cfg: PruneConfig) -> Setup:
     _check_device(cfg, table)
     ctx = tbl.context(table, cfg.batch, cfg.dtype, cfg.backend)
     warnings = tbl.version_warnings(table.meta, devices.software_versions())
+    if ctx.backend == "triton":
+        warnings.append("the table times latprof's Triton kernels; whole models are timed with PyTorch's own "
+                        "convs (cuDNN), so the calibration mixes the two")
     net, size = load_model(cfg.model, cfg.input_size)
     original = copy.deepcopy(net)
     graph = graphs.analyse(net, size, keep_residual=cfg.keep_residual)
@@ -248,7 +251,8 @@ def make_timer(cfg: PruneConfig, setup: Setup) -> Timer | None:
         return None
     # whole models are timed with the thread count the table was measured with
     threads = (setup.table.meta.get("protocol") or {}).get("threads") or env.cpu_threads()
-    clock = CudaClock(here.torch_device) if here.kind == "cuda" else Clock(threads)
+    benchmark = bool((setup.table.meta.get("versions") or {}).get("cudnn_benchmark", False))
+    clock = CudaClock(here.torch_device, cudnn_benchmark=benchmark) if here.kind == "cuda" else Clock(threads)
     protocol = Protocol.quick() if cfg.quick else Protocol()
     baseline = (setup.table.meta.get("reference") or {}).get("baseline_us")
     return Timer(here, clock, protocol, setup.ctx, setup.size, baseline)
