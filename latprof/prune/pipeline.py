@@ -6,7 +6,7 @@ import contextlib
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,8 @@ from latprof.errors import LatprofError
 from latprof.measure import device as devices
 from latprof.measure.scheduler import measure_models
 from latprof.measure.timing import Clock, CudaClock, Protocol
-from latprof.prune import baselines, flops, latmodel, surgery
+from latprof.prune import baselines, latmodel, surgery
+from latprof.prune.report import PruneReport, candidate
 from latprof.prune import graph as graphs
 from latprof.spec import Context
 from latprof.staircase import options
@@ -68,66 +69,6 @@ class PruneConfig:
     fitness_epochs: int | None = None
     train_device: str | None = None
     search_options: dict = field(default_factory=dict)   # passed to the searcher (e.g. evo's population)
-
-
-@dataclass
-class Candidate:
-    name: str
-    counts: dict[str, tuple[int, int]]   # conv name -> (c_in, c_out)
-    predicted_ms: float | None
-    macs: int
-    params: int
-    measured_ms: float | None = None
-    measured_iqr_ms: tuple[float, float] | None = None   # p25, p75 of the samples behind measured_ms
-
-
-@dataclass
-class PruneReport:
-    model: str
-    device: str
-    context: dict
-    algo: str
-    importance: str
-    target_ms: float
-    calibrated: bool
-    scale: float
-    rest_ms: float
-    original: Candidate
-    pruned: Candidate
-    groups: list[dict]
-    search_seconds: float
-    evaluations: int
-    baselines: list[Candidate] = field(default_factory=list)
-    files: dict = field(default_factory=dict)
-    attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
-    fitness: str = "importance"
-    fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
-    accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
-    warnings: list[str] = field(default_factory=list)   # software versions that differ from the table's
-    search_note: str = ""        # what the searcher says of its result (e.g. dp fell back to evo, and why)
-    fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
-
-    @property
-    def met(self) -> bool:
-        got = self.pruned.measured_ms if self.pruned.measured_ms is not None else self.pruned.predicted_ms
-        return got is not None and got <= self.target_ms * 1.0000001
-
-    @property
-    def verdict(self) -> str:
-        """"met" / "missed", and "within noise" when the target lies inside the measurement's
-        interquartile range (the median says met or missed, the samples do not settle it)."""
-        word = "met" if self.met else "missed"
-        iqr = self.pruned.measured_iqr_ms
-        if iqr is not None and iqr[0] <= self.target_ms <= iqr[1]:
-            return f"{word}, within noise (the target lies between the samples' p25 and p75)"
-        return word
-
-    def to_dict(self) -> dict:
-        d = asdict(replace(self, fits={}))
-        del d["fits"]
-        d["target_met"] = self.met
-        d["verdict"] = self.verdict
-        return d
 
 
 def _device_present(table: LatencyTable) -> devices.Device | None:
@@ -196,7 +137,7 @@ def run(cfg: PruneConfig) -> PruneReport:
         base_nets = []
         if cfg.compare:
             base_nets = baselines.at_equal_macs(setup.original, setup.size, report.pruned.macs, cfg.keep_residual)
-            report.baselines = [_candidate(name, m, setup.size, baselines.predict_model(setup.lm, m))
+            report.baselines = [candidate(name, m, setup.size, baselines.predict_model(setup.lm, m))
                                 for name, m in base_nets]
         if timer is not None:
             cands = [report.original, report.pruned] + report.baselines
@@ -347,8 +288,8 @@ def make_report(cfg: PruneConfig, setup: Setup, found: Found, target_us: float, 
         model=cfg.model, device=str(setup.table.device.get("name")), context=asdict(setup.ctx), algo=cfg.algo,
         importance=cfg.importance, target_ms=target_us / 1e3, calibrated=lm.calibrated, scale=lm.scale,
         rest_ms=lm.rest_us / 1e3,
-        original=_candidate("original", setup.original, setup.size, full_us),
-        pruned=_candidate(f"latprof ({cfg.algo})", found.pruned, setup.size, lm.predict(found.counts)),
+        original=candidate("original", setup.original, setup.size, full_us),
+        pruned=candidate(f"latprof ({cfg.algo})", found.pruned, setup.size, lm.predict(found.counts)),
         groups=[{"root": g.root, "channels": g.channels, "options": lm.options[g.index], "kept": k,
                  "convs_out": list(g.out_convs)} for g, k in zip(found.graph.groups, found.counts)],
         search_seconds=found.seconds, evaluations=found.result.evaluations, attempts=found.attempts,
@@ -428,12 +369,6 @@ def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
 def _pruned_copy(original: nn.Module, size, cfg: PruneConfig, counts: list[int]) -> nn.Module:
     g = graphs.analyse(copy.deepcopy(original), size, keep_residual=cfg.keep_residual)
     return surgery.prune(g, surgery.choose(g, counts, "l1"))
-
-
-def _candidate(name: str, model: nn.Module, size, predicted_us: float | None) -> Candidate:
-    macs, params = flops.count(model, size)
-    pred = None if predicted_us is None or not np.isfinite(predicted_us) else predicted_us / 1e3
-    return Candidate(name, surgery.channel_counts(model), pred, macs, params)
 
 
 def _save(cfg: PruneConfig, model: nn.Module, size, report: PruneReport) -> dict:

@@ -1,0 +1,77 @@
+"""What `latprof prune` reports: each candidate model (predicted and measured latency, MACs,
+parameters) and the run as a whole, with the verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch.nn as nn
+
+from latprof.prune import flops, surgery
+
+
+@dataclass
+class Candidate:
+    name: str
+    counts: dict[str, tuple[int, int]]   # conv name -> (c_in, c_out)
+    predicted_ms: float | None
+    macs: int
+    params: int
+    measured_ms: float | None = None
+    measured_iqr_ms: tuple[float, float] | None = None   # p25, p75 of the samples behind measured_ms
+
+
+@dataclass
+class PruneReport:
+    model: str
+    device: str
+    context: dict
+    algo: str
+    importance: str
+    target_ms: float
+    calibrated: bool
+    scale: float
+    rest_ms: float
+    original: Candidate
+    pruned: Candidate
+    groups: list[dict]
+    search_seconds: float
+    evaluations: int
+    baselines: list[Candidate] = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+    attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
+    fitness: str = "importance"
+    fitness_value: float | None = None   # retained importance, or validation accuracy after brief training
+    accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
+    warnings: list[str] = field(default_factory=list)   # software versions that differ from the table's
+    search_note: str = ""        # what the searcher says of its result (e.g. dp fell back to evo, and why)
+    fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
+
+    @property
+    def met(self) -> bool:
+        got = self.pruned.measured_ms if self.pruned.measured_ms is not None else self.pruned.predicted_ms
+        return got is not None and got <= self.target_ms * 1.0000001
+
+    @property
+    def verdict(self) -> str:
+        """"met" / "missed", and "within noise" when the target lies inside the measurement's
+        interquartile range (the median says met or missed, the samples do not settle it)."""
+        word = "met" if self.met else "missed"
+        iqr = self.pruned.measured_iqr_ms
+        if iqr is not None and iqr[0] <= self.target_ms <= iqr[1]:
+            return f"{word}, within noise (the target lies between the samples' p25 and p75)"
+        return word
+
+    def to_dict(self) -> dict:
+        d = asdict(replace(self, fits={}))
+        del d["fits"]
+        d["target_met"] = self.met
+        d["verdict"] = self.verdict
+        return d
+
+
+def candidate(name: str, model: nn.Module, size, predicted_us: float | None) -> Candidate:
+    macs, params = flops.count(model, size)
+    pred = None if predicted_us is None or not np.isfinite(predicted_us) else predicted_us / 1e3
+    return Candidate(name, surgery.channel_counts(model), pred, macs, params)
