@@ -8,6 +8,7 @@ and, for a model, writes the step table.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -239,8 +240,11 @@ def measure_sparse(profiler, store: TableStore, todo: list[plan.Line], grid: boo
         add_result(total, profiler.measure(specs, desc=f"sparse round {step}"))
         if total.left:
             return total, len(planned)
+        store.compact()  # so that the index holds this round's rows, with their errors
+        index = lines_.TableIndex(store.table)
         for (i, p), spec in zip(wanted, specs):
-            samplers[i].feed({p: store.latency(spec)})
+            row = index.get(spec)  # None: the shape failed (the sampler does not ask again)
+            samplers[i].feed({p: None if row is None else row[0]}, {p: math.nan if row is None else row[3]})
     # Grid pairs of one shape can land on another shape's line (same size and kernel, c_in equal
     # to that line's c_in) and refine its fit, which can change its options: repeat until the
     # grid of the current fits is all measured.

@@ -2,7 +2,8 @@
 
 A *line* (`models.lines.Line`) is read from the raw table by its specs; whatever counts were
 measured (dense, sparse or coarse) are fitted with `staircase.fit.fit_steps` on the
-drift-normalised medians (which flagged rows take part: see `excluded_rows`). A line with
+drift-normalised medians, each with its own standard error (`row_rel_se`; which flagged rows
+take part: see `excluded_rows`). A line with
 fewer than two measured counts, or without its full count, is *missing*: the caller
 reports it and how to measure it.
 """
@@ -19,9 +20,25 @@ from latprof.spec import KEY_FIELDS, ConvSpec, Context
 from latprof.staircase.fit import StepFit, fit_steps
 from latprof.tables.io import LatencyTable, failed_rows
 
-#: Relative noise handed to the fitter: the protocol's 5% IQR threshold is an IQR, and
-#: IQR / 1.35 is the standard deviation of a normal sample.
+#: Relative noise of a row without a usable error of its own (the protocol's 5% IQR threshold as
+#: a standard deviation: IQR / 1.35). `fit_line` fits each row with its own error (`row_rel_se`);
+#: `staircase.diff` still fits both tables with this one value.
 FIT_NOISE_REL = 0.05 / 1.35
+#: Relative standard error of a row's median from its samples: SE ~ 1.25 sd / sqrt(n) and
+#: sd ~ IQR / 1.35 (`measure.timing.Stats.median_rel_se`, the same formula).
+MEDIAN_SE_PER_IQR = 0.93
+
+
+def row_rel_se(rel_iqr, n_samples) -> np.ndarray:
+    """Each row's relative standard error of its median, NaN where the row has none: no samples,
+    or an IQR of exactly 0 (a timer too coarse for the call, or a table written without
+    spreads), which says nothing about the error. The fitter then uses the line's other rows,
+    or `FIT_NOISE_REL` when none has one."""
+    iqr = np.asarray(rel_iqr, dtype=float)
+    n = np.asarray(n_samples, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = MEDIAN_SE_PER_IQR * iqr / np.sqrt(n)
+    return np.where(np.isfinite(se) & (n >= 1) & (iqr > 0), se, np.nan)
 
 
 @dataclass(frozen=True)
@@ -32,22 +49,25 @@ class LineFit:
     excluded: tuple[bool, ...]      # left out of the fit (`excluded_rows`, `fit_flags`)
     noisy: tuple[bool, ...]         # flag_noisy rows (fitted unless excluded)
     fit: StepFit | None             # None when the line is missing
+    rel_se: tuple[float, ...] = ()  # each row's relative standard error (`row_rel_se`; NaN: none)
 
     @property
     def missing(self) -> bool:
         return self.fit is None
 
     def level_at(self, c: int) -> float | None:
-        """Latency of the plateau holding count c; None when c falls in an unresolved edge interval."""
+        """Fitted latency at count c (its plateau's line, sloped or flat); None when c falls in an
+        unresolved edge interval. Counts beyond the measured ends take the nearest end's value."""
         if self.fit is None or not 1 <= c <= self.line.full:
             return None
-        for seg in self.fit.segments:
+        segs = self.fit.segments
+        for seg in segs:
             if seg.start <= c <= seg.end:
-                return seg.level
-        for seg, nxt in zip(self.fit.segments, self.fit.segments[1:]):
+                return seg.at(c)
+        for seg, nxt in zip(segs, segs[1:]):
             if seg.end < c < nxt.start:
                 return None
-        return self.fit.segments[-1].level if c > self.fit.segments[-1].end else self.fit.segments[0].level
+        return segs[-1].level if c > segs[-1].end else segs[0].at(segs[0].start)
 
 
 def excluded_rows(df: pd.DataFrame, drop_noisy: bool = False) -> np.ndarray:
@@ -76,16 +96,17 @@ def fit_flags(excluded) -> np.ndarray:
 
 
 class TableIndex:
-    """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy) for one raw table;
-    `excluded_rows` says which rows are excluded. Rows flagged failed are not in the index: a
-    shape that could not run is unavailable, as if never measured."""
+    """Key -> (latency_norm_us_p50, excluded from the fit, flagged noisy, relative standard error
+    of the median) for one raw table; `excluded_rows` says which rows are excluded, `row_rel_se`
+    how the error is computed (from rel_iqr_norm and n_samples). Rows flagged failed are not in
+    the index: a shape that could not run is unavailable, as if never measured."""
 
     def __init__(self, table: LatencyTable, drop_noisy: bool = False):
         df = table.df
         df = df[~failed_rows(df)]
         keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
         values = zip(df["latency_norm_us_p50"].astype(float), excluded_rows(df, drop_noisy),
-                     df["flag_noisy"].to_numpy(dtype=bool))
+                     df["flag_noisy"].to_numpy(dtype=bool), row_rel_se(df["rel_iqr_norm"], df["n_samples"]))
         self.values = dict(zip(keys, values))
 
     def get(self, spec: ConvSpec):
@@ -99,11 +120,12 @@ def fit_line(index: TableIndex, line: plan.Line) -> LineFit:
     lat = tuple(v[0] for _, v in got)
     excluded = tuple(bool(v[1]) for _, v in got)
     noisy = tuple(bool(v[2]) for _, v in got)
+    se = tuple(float(v[3]) for _, v in got)
     if len(channels) < 2 or channels[-1] != line.full:
-        return LineFit(line, channels, lat, excluded, noisy, None)
+        return LineFit(line, channels, lat, excluded, noisy, None, se)
     flags = fit_flags(excluded)
-    fit = fit_steps(channels, lat, flagged=flags, noise_rel=FIT_NOISE_REL)
-    return LineFit(line, channels, lat, tuple(flags.tolist()), noisy, fit)
+    fit = fit_steps(channels, lat, flagged=flags, rel_se=se, noise_rel=FIT_NOISE_REL, period="auto")
+    return LineFit(line, channels, lat, tuple(flags.tolist()), noisy, fit, se)
 
 
 @dataclass(frozen=True)

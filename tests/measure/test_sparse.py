@@ -4,15 +4,17 @@ Realistic line: C = 512, tile steps every 32 or 64 channels (edges at m*T + 1, e
 step +10..30 %, i.e. 5..15 sigma at 2 % noise), plus one library algorithm switch:
 either a bump (x1.5..2.5 over 24..64 counts, latency falls again after it) or a
 permanent drop (x0.4..0.7). Figures are pooled over seeds and asserted:
-at most 15 % of the 512 dense measurements on every line, at least 95 % of the
-true edges recovered within +-1 channel by `fit_steps` on the sparse points.
+at most 10 % of the 512 dense measurements on every line (the default budget), at least
+95 % of the true edges recovered within +-1 channel by `fit_steps` on the sparse points.
+Harder lines (fine tiles, sloped plateaus, heteroscedastic noise) are scored by
+bench/stepfit_bench.py, not asserted here.
 """
 
 import numpy as np
 import pytest
 
 from latprof.errors import LatprofError
-from latprof.measure.sparse import SparseLine, sample_line
+from latprof.measure.sparse import SparseLine, default_budget, sample_line
 from latprof.staircase.fit import fit_steps
 
 C = 512
@@ -64,7 +66,7 @@ def sparse_figures(period, prior=None, p_outlier=0.0, seeds=SEEDS):
 @pytest.mark.parametrize("period, prior", [(32, None), (64, None), (32, 32), (64, 64)])
 def test_realistic_sparse_vs_dense(period, prior):
     worst, recall, mean = sparse_figures(period, prior)
-    assert worst <= 0.15, f"worst line used {worst:.1%} of dense (mean {mean:.1%})"
+    assert worst <= 0.10, f"worst line used {worst:.1%} of dense (mean {mean:.1%})"
     assert recall >= 0.95, f"only {recall:.1%} of edges within +-1"
 
 
@@ -72,7 +74,7 @@ def test_realistic_sparse_vs_dense(period, prior):
 def test_realistic_with_outliers():
     """3 % of measurements slowed by 30..100 % (interference): still within budget."""
     worst, recall, _ = sparse_figures(64, p_outlier=0.03, seeds=range(12))
-    assert worst <= 0.15 and recall >= 0.95, (worst, recall)
+    assert worst <= 0.10 and recall >= 0.95, (worst, recall)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -87,14 +89,16 @@ def test_noise_free_edges_exact(seed):
     assert all(lo == hi for lo, hi in fit.edge_intervals)
 
 
-@pytest.mark.parametrize("offset", range(0, 16, 3))
+@pytest.mark.parametrize("offset", [0, 3, 6, 9, 11, 15])
 @pytest.mark.parametrize("factor", [2.0, 0.5])
 def test_switch_as_wide_as_coarse_is_found(offset, factor):
-    """Documented guarantee: a bump or dip >= `coarse` counts wide contains a grid point."""
+    """Documented guarantee: a bump or dip >= `coarse` counts wide contains a grid point (given
+    the budget to pin it). Offset 12 is left out: that bump ends one count before the tile edge
+    at 129, leaving a one-count dip at 128, which the fit calls an outlier by contract."""
     c = np.arange(1, 257)
     start = 100 + offset
     lat = np.where((c >= start) & (c < start + 16), factor, 1.0) * np.ceil(c / 64)
-    pts = sample_line(1, 256, lambda v: float(lat[v - 1]), noise_rel=0.0, coarse=16)
+    pts = sample_line(1, 256, lambda v: float(lat[v - 1]), noise_rel=0.0, coarse=16, max_points=256)
     ch = sorted(pts)
     assert {start, start + 16} <= set(fit_steps(ch, [pts[v] for v in ch]).edges)
 
@@ -110,15 +114,44 @@ def test_failure_mode_narrow_bump_missed():
 def test_grid_and_interface():
     line = SparseLine(5, 100, coarse=32, prior_multiple=48, align=None, verify=0)
     first = line.next_points()
-    assert first == [5, 32, 48, 49, 64, 96, 97, 100]
+    assert first == [5, 48, 96, 100]  # the grid spacing becomes a multiple of the tile width
     assert line.next_points() == first  # idempotent until fed
-    line.feed({5: 1.0, 32: 1.0})  # partial feed: the rest stays pending
+    line.feed({5: 1.0, 48: 1.0})  # partial feed: the rest stays pending
     assert line.next_points() == first[2:]
-    assert line.measured == {5: 1.0, 32: 1.0}
-    line.feed({c: 1.0 if c < 49 else 2.0 for c in first[2:]})
-    assert line.next_points() == []  # the prior grid already pins the edge at 49
+    assert line.measured == {5: 1.0, 48: 1.0}
+    line.feed({96: 2.0, 100: 2.0})
+    assert line.next_points() == [49]  # the tile start pins the edge (one edge cannot show a period)
+    line.feed({49: 2.0})
+    assert line.next_points() == []
     assert line.done and line.fit().edges == (49,)
     assert line.next_points() == []
+
+
+def test_budget_and_failed_counts():
+    """At most 10 % of a line of 256 counts or more, 20 % below; a count fed None is never asked again."""
+    assert default_budget(512) == 51 and default_budget(255) == 51 and default_budget(64) == 12
+    assert default_budget(6) == 6
+    rng = np.random.default_rng(5)
+    lat, _ = realistic_line(rng, 32)
+    line = SparseLine(1, C)
+    failed = set()
+    while pts := line.next_points():
+        assert not failed & set(pts)
+        failed |= {pts[0]}
+        line.feed({c: (None if c == pts[0] else float(lat[c - 1])) for c in pts})
+    assert len(line.measured) + len(failed) <= default_budget(C)
+    assert not failed & set(line.measured)
+
+
+def test_rel_se_is_kept_and_used():
+    line = SparseLine(1, 64)
+    line.feed({1: 1.0, 64: 1.05}, {1: 0.001, 64: 0.001})
+    assert line.rel_se == {1: 0.001, 64: 0.001}
+    # 5 % apart at 0.1 % noise: an edge; at 5 % noise the same two rows are one plateau
+    assert line.fit().edges == (64,)
+    quiet = SparseLine(1, 64)
+    quiet.feed({1: 1.0, 64: 1.05}, {1: 0.05, 64: 0.05})
+    assert quiet.fit().edges == ()
 
 
 def test_interleaved_driver_many_lines():
