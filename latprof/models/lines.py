@@ -34,6 +34,11 @@ class Line:
         return [self.spec_at(c) for c in self.values]
 
     @property
+    def step(self) -> int:
+        """Counts on the line are multiples of this: a grouped conv keeps its group count."""
+        return 1 if self.axis == "c" else self.base.groups
+
+    @property
     def full(self) -> int:
         """The layer's own channel count on this axis (the right end of the line)."""
         return self.base.c_out if self.axis in ("c_out", "c") else self.base.c_in

@@ -52,9 +52,10 @@ class Graph:
 
 
 def classifier(model: nn.Module) -> list[nn.Module]:
-    """The last Linear (the classifier), whose outputs are never pruned."""
+    """The layer whose outputs are the model's outputs, never pruned: the last Linear, or, in a
+    model without one, the last conv (a conv classifier, as in SqueezeNet)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1:]
+    return linears[-1:] or [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1:]
 
 
 def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual: bool | None = None) -> Graph:

@@ -128,7 +128,8 @@ def test_classifier_is_the_last_linear():
     assert len(found) == 1 and found[0] is two[3]
     lone = nn.Linear(4, 2)
     assert graphs.classifier(lone) == [lone]
-    assert graphs.classifier(nn.Sequential(nn.Conv2d(3, 4, 1))) == []
+    fcn = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 10, 1))
+    assert graphs.classifier(fcn) == [fcn[2]]   # a conv classifier (SqueezeNet) is protected too
 
 
 def test_any_channel_preserving_layer_passes_through():

@@ -2,7 +2,8 @@
 
 Per model: a synthetic table from the latency oracle (`tests/oracle.py`: the lines a sweep
 measures, every 8th count, plus every shape the search space looks up), `pipeline.load` on it,
-a search at 0.5 (dp) and 0.8 (evo) of the full predicted latency, and the surgery. Checked: the
+a search at 0.5 (dp) and 0.8 (evo) of the full predicted latency, and the surgery (also of
+the smallest configuration, every group at its smallest option). Checked: the
 pick is within the target, the pruned model runs and gives one row of 1000 logits per image,
 every conv has the channel counts the search chose, and the pruned model computes exactly what
 the original computes with the removed channels zeroed (`masked_original`). Small inputs keep
@@ -40,21 +41,14 @@ FAMILIES = {
 #: Families latprof cannot prune today, with the error they end in (a LatprofError unless
 #: `XFAIL_RAISES` says otherwise: any other failure is a real one).
 XFAIL: dict[str, str] = {
-    "squeezenet1_0": "its classifier is a Conv2d (classifier.1, 512->1000) and graph.classifier protects only "
-                     "the last Linear, so at 0.5 the search prunes logits: output (2, 992), not (2, 1000)",
-    "resnext50_32x4d": "grouped lines are fitted channel by channel (staircase.lines.fit_line): "
-                       "'c_in=128 and c_out=1 must both be divisible by groups=32'",
-    "regnet_x_400mf": "grouped lines are fitted channel by channel (staircase.lines.fit_line): "
-                      "'c_in=32 and c_out=1 must both be divisible by groups=2'",
-    "regnet_y_400mf": "grouped lines are fitted channel by channel (staircase.lines.fit_line): "
-                      "'c_in=48 and c_out=1 must both be divisible by groups=6'",
     "shufflenet_v2_x0_5": "refused: 'ShuffleNetV2 reshapes its channel dimension in a way torch-pruning's "
                           "dependency graph cannot follow (a channel shuffle: view + transpose of the "
                           "channels, as in ShuffleNet); latprof cannot prune it'",
 }
-XFAIL_RAISES = {"squeezenet1_0": AssertionError}
+XFAIL_RAISES: dict = {}
 #: (target ratio, searcher): dp is exact (it falls back to evo on too wide a graph), evo handles any graph.
-TARGETS = [(0.5, "dp"), (0.8, "evo")]
+#: "smallest": no search, every group at its smallest option (the most any search can remove).
+TARGETS = [(0.5, "dp"), (0.8, "evo"), (None, "smallest")]
 #: Every coupled group is pruned (residual adds and SE blocks too): the hardest case for surgery,
 #: and the one where 0.5 of the latency is within reach for every family. With the default
 #: (residual groups kept whole) an SE block counts as residual, and the smallest configuration
@@ -70,7 +64,7 @@ def _params():
             marks.append(pytest.mark.xfail(reason=XFAIL[name], raises=XFAIL_RAISES.get(name, LatprofError),
                                            strict=False))
         for ratio, algo in TARGETS:
-            yield pytest.param(name, ratio, algo, marks=marks, id=f"{name}-{ratio}-{algo}")
+            yield pytest.param(name, ratio, algo, marks=marks, id=f"{name}-{ratio or ''}-{algo}".replace("--", "-"))
 
 
 @pytest.fixture(scope="module")
@@ -170,27 +164,32 @@ def test_zoo_prunes_to_the_target_exactly(oracles, tmp_path, name, ratio, algo):
     assert oracle.requests == [], f"prune asked for shapes beyond what a sweep measures: {oracle.requests}"
     setup = oracle.setup
     lm, size = setup.lm, setup.size
-    cfg = pipeline.PruneConfig(model=name, table=str(oracle.path), input_size=size, algo=algo, measure=False,
-                               keep_residual=KEEP_RESIDUAL, out=tmp_path, search_options=EVO if algo == "evo" else {})
-    full = lm.predict(lm.full_counts())
     _randomise_norms(setup.original)   # search deep-copies the original: the pruned model gets these too
-    found = pipeline.search(cfg, setup, None, ratio * full)
-
-    assert lm.predict(found.counts) <= ratio * full * (1 + 1e-9)
-    assert all(c in opts for c, opts in zip(found.counts, lm.options))
+    if algo == "smallest":   # every group at its smallest option: what a search may reach at most
+        counts = [opts[0] for opts in lm.options]
+        graph = graphs.analyse(copy.deepcopy(setup.original), size, keep_residual=KEEP_RESIDUAL)
+        pruned = surgery.prune(graph, surgery.choose(graph, counts, "l1")).eval()
+    else:
+        cfg = pipeline.PruneConfig(model=name, table=str(oracle.path), input_size=size, algo=algo, measure=False,
+                                   keep_residual=KEEP_RESIDUAL, out=tmp_path,
+                                   search_options=EVO if algo == "evo" else {})
+        full = lm.predict(lm.full_counts())
+        found = pipeline.search(cfg, setup, None, ratio * full)
+        counts, pruned = found.counts, found.pruned.eval()
+        assert lm.predict(counts) <= ratio * full * (1 + 1e-9)
+        assert all(c in opts for c, opts in zip(counts, lm.options))
     x = torch.randn(2, *size, generator=torch.Generator().manual_seed(1))
-    pruned = found.pruned.eval()
     with torch.no_grad():
         got = pruned(x)
     assert got.shape == (2, 1000) and torch.isfinite(got).all()
 
     # every conv has the channels the search chose (groups counted on an unpruned copy)
-    fresh = graphs.analyse(copy.deepcopy(setup.original), size, keep_residual=cfg.keep_residual)
-    assert surgery.channel_counts(pruned) == expected_channels(fresh, found.counts)
-    assert [surgery.channel_counts(pruned)[g.root][1] for g in fresh.groups] == found.counts
+    fresh = graphs.analyse(copy.deepcopy(setup.original), size, keep_residual=KEEP_RESIDUAL)
+    assert surgery.channel_counts(pruned) == expected_channels(fresh, counts)
+    assert [surgery.channel_counts(pruned)[g.root][1] for g in fresh.groups] == counts
 
     # surgery is exact: the original with the same channels zeroed computes the same
-    removal = surgery.choose(fresh, found.counts, cfg.importance)
+    removal = surgery.choose(fresh, counts, "l1")
     masked = masked_original(fresh, removal).eval()
     with torch.no_grad():
         want = masked(x)
