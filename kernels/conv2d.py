@@ -30,6 +30,8 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "
 _INT32_MAX = 2**31 - 1  # the kernels index with int32 offsets
 
 
+# One function: a Triton kernel cannot call helpers that take pointers and tile shapes without
+# inlining them anyway, and the index arithmetic reads best in one place.
 @triton.jit
 def _conv2d_igemm_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,

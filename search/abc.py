@@ -40,6 +40,8 @@ def _weights(fit: list[float]) -> np.ndarray:
     return np.full(len(w), 1.0 / len(w)) if total <= 0 else w / total
 
 
+# One function, as the algorithm reads in the paper: employed, onlooker and scout phases share
+# the food sources and trial counters.
 def search_abc(problem: Problem, *, seed: int = 0, fitness: Fitness | None = None,
                sources: int = 10, cycles: int = 20, limit: int = 5,
                max_changes: int = 2) -> SearchResult:

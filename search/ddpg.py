@@ -229,6 +229,8 @@ def _check_float(name: str, value, low: float, high: float, low_open: bool = Fal
     return v
 
 
+# One function: the episode loop, the replay buffer and the actor/critic updates share state
+# that splitting would only pass around.
 def search_ddpg(problem: Problem, *, seed: int = 0, fitness: Fitness | None = None,
                 episodes: int = 100, warmup: int = 25, batch: int = 64, updates: int = 20,
                 hidden: int = 300, actor_lr: float = 1e-4, critic_lr: float = 1e-3,

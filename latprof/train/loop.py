@@ -114,6 +114,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None =
     return correct / total
 
 
+# Long by design: one training loop whose resume points (epoch, step inside an epoch, RNG state,
+# checkpoint) must stay in one scope to be exactly resumable.
 def train(model: nn.Module, splits, *, epochs: int | None = None, lr: float = 0.1, momentum: float = 0.9,
           weight_decay: float = 1e-4, batch_size: int = 128, lr_step: int = 50, lr_gamma: float = 0.1,
           max_steps: int | None = None, device: str | torch.device | None = None,
