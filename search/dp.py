@@ -222,6 +222,8 @@ class _Bucket:
     out: int                    # message id it produces
 
 
+# One function: elimination and the traceback that recovers the choice walk the same factor
+# list in opposite orders.
 def _solve(problem: Problem, order, shrink: float, bins: int) -> tuple[int, ...] | None:
     """The best configuration whose rounded-up cost fits ``bins``, or None if none does.
 
