@@ -22,9 +22,9 @@ def wave_staircase(path: Path, title: str, channels, costs, edges, current: int,
 
 
 def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predicted_edges=()) -> Path:
-    """Measured points of one line (noisy ones hollow, excluded ones crossed), fitted
-    plateaus, efficient counts, the layer's own count, and (optionally) the wave model's
-    predicted edges."""
+    """Measured points of one line (noisy ones hollow, excluded ones crossed, outliers ringed in
+    red), fitted plateaus (sloped where the fit found a slope), efficient counts, the layer's own
+    count, and (optionally) the wave model's predicted edges."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
@@ -37,15 +37,25 @@ def layer_staircase(path: Path, title: str, fit, current: int, axis: str, predic
         if pts:
             ax.scatter(*zip(*pts), s=11, zorder=3, **style)
     if fit.fit is not None:
-        for i, seg in enumerate(fit.fit.segments):
-            ax.hlines(seg.level, seg.start - 0.5, seg.end + 0.5, color="tab:green", lw=2,
-                      label="fitted plateau" if i == 0 else None)
+        draw_plateaus(ax, fit.fit.segments, color="tab:green", lw=2, label="fitted plateau (sloped where it rises)")
+        out = [(c, v) for c, v in zip(fit.channels, fit.latency_us) if c in set(fit.fit.outliers)]
+        if out:
+            ax.scatter(*zip(*out), s=70, facecolors="none", edgecolors="tab:red", linewidths=1.2, zorder=5,
+                       label="outlier (left out of the fit)")
         eff = [c for c in fit.fit.efficient]
         ax.scatter(eff, [fit.level_at(c) for c in eff], marker="v", s=40, color="tab:orange",
                    label="efficient counts", zorder=4)
     for i, e in enumerate(predicted_edges):
         ax.axvline(e, color="tab:purple", ls=":", lw=1, label="wave-model edge" if i == 0 else None)
     return _finish_line_plot(fig, ax, path, title, axis, current, "latency (us)")
+
+
+def draw_plateaus(ax, segments, label=None, **style) -> None:
+    """Each fitted segment as its line from half a count before its start to half a count after
+    its end: flat plateaus level, sloped ones rising (`Segment.at`)."""
+    for i, seg in enumerate(segments):
+        xs = [seg.start - 0.5, seg.end + 0.5]
+        ax.plot(xs, [seg.at(v) for v in xs], label=label if i == 0 else None, **style)
 
 
 def _finish_line_plot(fig, ax, path: Path, title: str, axis: str, current: int, ylabel: str) -> Path:
@@ -76,8 +86,10 @@ def prune_summary(path: Path, title: str, layers: list, candidates: list) -> Pat
     for ax, (name, fit, chosen) in zip(flat, layers):
         ax.plot(fit.channels, fit.latency_us, ".", ms=3, color="tab:blue")
         if fit.fit is not None:
-            for seg in fit.fit.segments:
-                ax.hlines(seg.level, seg.start - 0.5, seg.end + 0.5, color="tab:green", lw=1.5)
+            draw_plateaus(ax, fit.fit.segments, color="tab:green", lw=1.5)
+            out = [(c, v) for c, v in zip(fit.channels, fit.latency_us) if c in set(fit.fit.outliers)]
+            if out:
+                ax.plot(*zip(*out), "o", ms=5, mfc="none", color="tab:red")
         ax.axvline(chosen, color="tab:red", ls="--", lw=1.2)
         ax.set_title(f"{name}: {chosen}/{fit.line.full}", fontsize=8)
         ax.tick_params(labelsize=6)

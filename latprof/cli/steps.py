@@ -72,7 +72,7 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
         click.echo(frame.to_json(orient="records", indent=1))
     elif fmt == "csv":
         flat = frame.copy()
-        for col in ("edges", "efficient", "saving_pct"):
+        for col in ("edges", "jump_pct", "z", "efficient", "saving_pct", "outliers"):
             flat[col] = flat[col].map(lambda v: " ".join(map(str, v)))
         click.echo(flat.to_csv(index=False), nl=False)
     else:
@@ -82,6 +82,8 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
             eff = " ".join(f"{c}({s:+.0f}%)" for c, s in zip(r.efficient[-6:], [-x for x in r.saving_pct[-6:]]))
             click.echo(f"{r.layer:26s} {r.c_in:4d}->{r.c_out:<4d} {r.latency_us:10.1f} us  "
                        f"{len(r.edges):3d} steps  efficient below: {eff or '-'}")
+            if len(r.edges):
+                click.echo(_edge_line(r))
         check = options.grid_check(t, layers) if grid_check else ()
         if len(check):
             err = check["rel_error"].abs()
@@ -96,6 +98,14 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
             plots.layer_staircase(plot_dir / f"{lay.name}.png", title, lay.out, lay.out.line.full,
                                   lay.out.line.axis, predicted.get(lay.name, ()))
         click.echo(f"plots    {len(layers)} PNG files in {plot_dir}", err=fmt != "table")
+
+
+def _edge_line(r) -> str:
+    """A layer's edges: count (the first at the new level), jump in percent, significance z (the
+    jump over its standard error); then the counts the fit set aside as outliers."""
+    edges = " ".join(f"{c}({j:+.1f}%, z={z:.0f})" for c, j, z in zip(r.edges, r.jump_pct, r.z))
+    outl = f"  outliers: {' '.join(map(str, r.outliers))}" if len(r.outliers) else ""
+    return f"{'':26s} edges: {edges}{outl}"
 
 
 def _predicted_edges(t, ctx, layers, preset, tile) -> dict:

@@ -31,7 +31,9 @@ Strategy
       exactly, so a new level starts at m*k + 1; a right guess pins the edge at once), else
       the midpoint (bisection);
    b. the neighbours c - 1 and c + 1 of every point the fit calls an outlier, once: a single
-      high or low point may be a timing outlier or a plateau narrower than the grid;
+      high or low point may be a timing outlier or a plateau narrower than the grid. (Probing
+      also the one-point segments above or below both neighbours, whose neighbours are too far
+      for the fit to call them outliers, cost more edges than it saved on the benchmark.)
    c. the midpoint of every gap inside a segment whose two ends differ, beyond the segment's
       slope, by more than ``z_gap`` standard errors of the two rows: more than a sloped
       plateau allows, so an edge may hide there;
@@ -73,8 +75,8 @@ class SparseLine:
     ``coarse``: spacing of the initial grid in channels (default by length, see above).
     ``noise_rel``: relative noise of a row fed without its own error. ``prior_multiple``:
     believed tile/vector width k (see the module docstring). ``z``: merge significance of the
-    sampler's fits (looser than the fitter's default: a false "differs" costs a point, a false
-    "flat" an edge). ``z_gap``: significance of a difference inside a segment (step 2c).
+    sampler's fits (3.0, a little stricter than the fitter's 2.75: on the synthetic benchmark a
+    looser one spent the budget on noise; 2.0 and 2.5 found fewer edges). ``z_gap``: significance of a difference inside a segment (step 2c).
     ``verify``: number of gaps checked once at the end. ``align``: tile-aligned guess width
     (None disables). ``max_points``: cap on the number of points measured (default:
     `default_budget`).
@@ -88,7 +90,7 @@ class SparseLine:
         coarse: int | None = None,
         noise_rel: float = 0.02,
         prior_multiple: int | None = None,
-        z: float = 2.5,
+        z: float = 3.0,
         z_gap: float = 3.0,
         verify: int = 2,
         align: int | None = 8,

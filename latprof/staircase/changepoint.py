@@ -1,6 +1,6 @@
 """Change points of one sweep line: the segment cost, PELT, merging, outliers, the period prior.
 
-The method of `latprof.staircase.fit` (see its docstring, Method 1-6): `Segmenter` holds one
+The method of `latprof.staircase.fit` (see its docstring, Method 1-5): `Segmenter` holds one
 line's log-latencies and their sigmas and segments them; `WlsCost` is the ruptures cost it
 runs PELT with; `step_period` and `infer_period` find a tile width. `fit_steps` turns the
 result into a `StepFit`.
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import ruptures as rpt
 from ruptures.base import BaseCost
-from scipy.stats import binom
+from scipy.stats import binom, chi2
 
 #: Cost units are chi-square; a sloped segment must buy this much over a flat one.
 SLOPE_PENALTY = 6.0
@@ -22,7 +22,7 @@ OUTLIER_SD = 5.0
 #: A row's own standard error comes from a handful of samples and is itself noisy: none is taken
 #: below this share of the median of its neighbours' (rows within 8 places).
 SE_FLOOR_SHARE = 0.5
-#: The period prior (Method 6): change in the PELT penalty of a boundary just after a count m*w
+#: The period prior (Method 5): change in the PELT penalty of a boundary just after a count m*w
 #: (on) and anywhere else (off, also added to the merge threshold); an aligned boundary's merge
 #: threshold drops by 2 ln w, to no less than Z_ALIGNED^2.
 PRIOR_ON, PRIOR_OFF, Z_ALIGNED = -2.0, 6.0, 2.5
@@ -39,6 +39,10 @@ OUTLIER_ROUNDS = 5
 #: A one-point spike or dip is an outlier when its measured neighbours are this close (counts);
 #: farther away it may be a plateau narrower than the gaps, and stays a segment.
 OUTLIER_REACH = 2
+#: tau is set so that this quantile of the squared neighbour differences, in units of their
+#: variance, is that of a chi-square with one degree of freedom: low, because the differences
+#: that straddle an edge sit in the upper tail (a quarter of them with 4-count tiles).
+TAU_Q = 0.30
 #: A tile width is inferred only when its alignment with the edges has this chance probability or less.
 PERIOD_P = 1e-4
 #: With a period, a segment becomes a staircase of its tiles when that lowers its chi-square by this.
@@ -47,7 +51,6 @@ STAIR_CHI2 = 12.0
 OWN_SLOPE_MIN_N = 12
 #: Fewest points of a sloped piece when the common slope is estimated.
 _SLOPE_MIN_N = 3
-_CHI2_1_Q30 = 0.1485  # 30th percentile of chi-square(1)
 _CHI2_1_Q50 = 0.4549
 
 
@@ -127,16 +130,24 @@ class Segmenter:
         self.x, self.y, self.s2 = x, y, s2
         self.floor, self.max_rise, self.z, self.penalty, self.min_size = sigma_floor, max_rise, z, penalty, min_size
         self.period = period  # tile width of the prior on edge positions, or None
-        adj = np.diff(x) == 1  # neighbours only: far apart points differ by whatever lies between
-        d, base = np.diff(y)[adj], (s2[1:] + s2[:-1])[adj]
-        self.set_tau(_tau_from(d * d, base, 0.30, _CHI2_1_Q30) / math.sqrt(2) if _dense(x) else 0.0)
+        self.set_tau(self.neighbour_tau(0.0))
         self.b0 = self.common_slope()
 
+    def neighbour_tau(self, b0: float) -> float:
+        """tau from the differences of neighbours (counts c - 1, c) less the common slope b0; 0
+        unless the line is dense (Method 1)."""
+        if not _dense(self.x):
+            return 0.0
+        adj = np.diff(self.x) == 1  # far apart points differ by whatever lies between
+        d, base = np.diff(self.y)[adj] - b0, (self.s2[1:] + self.s2[:-1])[adj]
+        return _tau_from(d * d, base, TAU_Q, chi2.ppf(TAU_Q, 1)) / math.sqrt(2)
+
     def common_slope(self, keep=None, bounds=None) -> float:
-        """The slope plateaus share (log-latency per channel), pooled over segments of 3 points or
-        more: of ``bounds`` over the points ``keep``, or of a flat, permissive segmentation (whose
-        cuts tend to fall where the data look flat, so it errs towards 0). 0 unless it is 3
-        standard errors from 0."""
+        """The slope plateaus share (log-latency per channel): of the segments ``bounds`` over the
+        points ``keep``, or of a flat, permissive segmentation (whose cuts tend to fall where the
+        data look flat, so it errs towards 0). The median of the segments' own slopes, each
+        weighted by how well it is known (so that a segment hiding a small step does not tilt
+        every other), over segments of 3 points or more. 0 unless it is 3 standard errors from 0."""
         keep = np.arange(self.x.size) if keep is None else keep
         if keep.size < 6:
             return 0.0
@@ -145,15 +156,19 @@ class Segmenter:
             cuts = rpt.Pelt(custom_cost=cost, min_size=1, jump=1).fit(cost.signal).predict(pen=self.penalty)
         else:
             cuts = list(bounds[1:]) + [keep.size]
-        sxy = sxx = 0.0
+        slopes, weights = [], []
         for a, b in zip([0] + cuts[:-1], cuts):
             if b - a >= _SLOPE_MIN_N:
                 W, Sx, Sxx, Sy, Sxy, _ = (v[b] - v[a] for v in cost.s)
-                sxx += Sxx - Sx * Sx / W
-                sxy += Sxy - Sx * Sy / W
-        if sxx <= 0:
+                if Sxx - Sx * Sx / W > 0:
+                    slopes.append((Sxy - Sx * Sy / W) / (Sxx - Sx * Sx / W))
+                    weights.append(Sxx - Sx * Sx / W)
+        if not slopes:
             return 0.0
-        b0 = sxy / sxx
+        order = np.argsort(slopes)
+        cum = np.cumsum(np.array(weights)[order])
+        b0 = float(np.array(slopes)[order][np.searchsorted(cum, cum[-1] / 2)])
+        sxx = cum[-1]
         return b0 if abs(b0) * math.sqrt(sxx) >= 3.0 else 0.0
 
     def retile(self) -> None:
@@ -386,7 +401,7 @@ def step_period(x: np.ndarray, y: np.ndarray, max_width: int = 128, min_t: float
 
 
 def infer_period(edges_exact, max_width: int = 128) -> int | None:
-    """The tile width w whose counts m*w + 1 hold the exactly located edges (Method 6), or None.
+    """The tile width w whose counts m*w + 1 hold the exactly located edges (Method 5), or None.
 
     A width qualifies when at least 3 edges sit at such counts, chance would put that many there
     with probability under PERIOD_P (an edge lands on one by chance with probability 1/w), and

@@ -22,7 +22,7 @@ Contract
   (segments[k-1].end + 1, segments[k].start)`` (inclusive), and the reported edge is its right
   end, the first measured count known to be at the new level. With contiguous measurements
   the interval is one count and the edge is exact. With a ``period`` (a tile width w, given or
-  found, see Method 6) an interval that holds exactly one count ``m*w + 1`` reports that count
+  found, see Method 5) an interval that holds exactly one count ``m*w + 1`` reports that count
   as the edge (tile quantization puts every tile edge there); ``edge_intervals`` stay as
   measured.
 - ``jumps[k]`` is the relative level change at edge k (the two segments' lines compared at the
@@ -44,26 +44,38 @@ Contract
 
 Method
 ------
+(`latprof.staircase.changepoint`; constants there, names in capitals)
+
 1. Work on log-latency y, where relative noise is additive. Each point's sigma is
-   ``sqrt(se_i^2 + tau^2)``: se_i its own standard error (``rel_se``; else ``noise_rel`` for
-   all), and tau the scatter between rows that no row reports (drift between rows), found
-   from the data: first so that the 30th percentile of squared first differences, in units of
-   their variance, is that of a chi-square with one degree of freedom (jumps sit in the upper
-   tail), then again from the residuals of the fit. Floored at ``min_noise_rel``.
-2. Segment cost: weighted least squares (weights 1 / sigma^2) of a flat level, or of a line
-   when that lowers the cost by more than ``SLOPE_PENALTY`` (a sloped segment needs 3 points,
-   and its rise across is bounded by ``max_rise`` sigma). Change points: ruptures PELT with
-   this cost, penalty ``penalty``; deliberately permissive.
-3. Outliers (see the contract) are taken out and step 2 runs again, up to three times.
-4. Merge rule: adjacent segments A, B merge while the cost of one segment over both exceeds
-   the two costs by less than ``z^2 + 2 ln((n_A + n_B) / 2)`` (a likelihood-ratio test whose
-   threshold grows with the number of places an edge could have been put), or while their jump
-   is below one sigma. The weakest pair merges first.
-5. Each boundary moves to the split of least cost between its neighbours; steps 3-5 repeat
-   until nothing changes.
-6. Period (``period="auto"``): the largest tile width w in 2..128 such that the counts
-   ``m*w + 1`` hold at least 3 of the exactly located edges and at least 3/4 as many as width
-   2 explains; none when no width qualifies.
+   ``sqrt(se_i^2 + tau^2)``, floored at ``min_noise_rel``: se_i its own standard error
+   (``rel_se``, at least SE_FLOOR_SHARE of its neighbours' median; rows without one take the
+   median of the others, else ``noise_rel``), and tau the scatter between rows that no row
+   reports (drift between rows). On a dense line (DENSE_PAIRS) tau is set so that the TAU_Q
+   quantile of the squared differences of neighbouring counts, less the common slope, in
+   units of their variance, is that of a chi-square with one degree of freedom (steps sit in
+   the upper tail); on a sparse line neighbours are measured where an edge was bisected, so
+   tau is 0 there.
+2. Segment cost: weighted least squares (weights 1 / sigma^2) of a level on the line's common
+   slope; a segment of OWN_SLOPE_MIN_N points or more may take a slope of its own when that
+   lowers the cost by SLOPE_PENALTY, its rise across (beyond the common slope) bounded by
+   ``max_rise`` sigma. The common slope is the weighted median of the segments' own slopes:
+   first over a flat, permissive segmentation, then over the fit's segments (and tau again).
+   Change points: ruptures PELT with this cost, penalty ``penalty``; deliberately permissive.
+3. Outliers (see the contract) are taken out and step 2 runs again, up to OUTLIER_ROUNDS times.
+4. Merge rule: adjacent segments A, B merge while one segment over both costs less than
+   ``z^2 + 2 ln((n_A + n_B) / 2)`` more than the two (a likelihood-ratio test whose threshold
+   grows with the number of places an edge could have been put; ONE_POINT_EXTRA more for a
+   level seen at a single count between close neighbours), or while their jump is below one
+   sigma or below 2 standard errors. The weakest pair merges first. Each boundary then moves
+   to the split of least cost between its neighbours, and the merge runs again.
+5. Period (``period="auto"``): on a dense line, the tile width w in 2..128 whose counts
+   ``m*w + 1`` best separate neighbour differences into steps and the rest (`step_period`);
+   else, after a first fit, the largest w whose counts ``m*w + 1`` hold the exactly located
+   edges beyond chance (`infer_period`). With a period the common slope and tau come from
+   neighbours inside one tile, a boundary at ``m*w + 1`` gets a lower PELT penalty and merge
+   threshold and any other a higher one (PRIOR_ON, PRIOR_OFF, Z_ALIGNED), a segment spanning
+   several tiles is cut into its tiles when a line plus one step per tile fits it better by
+   STAIR_CHI2, and edges in unmeasured intervals are placed as the contract says.
 """
 
 from __future__ import annotations
@@ -221,6 +233,12 @@ def fit_steps(
     if st.period:
         st.retile()
     keep, bounds, cost, outliers = st.run()
+    if not st.period:  # the plateaus' slope once the edges are known (the first estimate errs to 0)
+        b0 = st.common_slope(keep, bounds)
+        if b0 != st.b0:
+            st.b0 = b0
+            st.set_tau(st.neighbour_tau(b0))
+            keep, bounds, cost, outliers = st.run()
     if period == "auto" and not st.period:
         xs = x[keep]
         st.period = infer_period([xs[b] for b in bounds[1:] if xs[b] == xs[b - 1] + 1])

@@ -114,7 +114,8 @@ class TableIndex:
 
 
 def fit_line(index: TableIndex, line: plan.Line) -> LineFit:
-    got = [(c, index.get(line.spec_at(c))) for c in range(1, line.full + 1)]
+    step = line.step
+    got = [(c, index.get(line.spec_at(c))) for c in range(step, line.full + 1, step)]
     got = [(c, v) for c, v in got if v is not None]
     channels = tuple(c for c, _ in got)
     lat = tuple(v[0] for _, v in got)
@@ -164,20 +165,24 @@ def missing_lines(layers: list[LayerSteps]) -> list[plan.Line]:
 
 
 def layer_frame(layers: list[LayerSteps]) -> pd.DataFrame:
-    """One row per layer: its count, the step edges below it, efficient counts, savings per step."""
+    """One row per layer: its count, the step edges below it (each with its jump in percent and
+    its significance, the jump over its standard error), efficient counts, savings per step, the
+    counts the fit set aside as outliers."""
     rows = []
     for lay in layers:
         f = lay.out
+        base = {"layer": lay.name, "c_in": lay.spec.c_in, "c_out": lay.spec.c_out, "axis": f.line.axis}
         if f.missing:
-            rows.append({"layer": lay.name, "c_in": lay.spec.c_in, "c_out": lay.spec.c_out, "axis": f.line.axis,
-                         "latency_us": None, "edges": [], "efficient": [], "saving_pct": [], "status": "missing"})
+            rows.append({**base, "latency_us": None, "edges": [], "jump_pct": [], "z": [], "efficient": [],
+                         "saving_pct": [], "outliers": [], "status": "missing"})
             continue
         full_level = f.level_at(f.line.full)
         eff = [c for c in f.fit.efficient if c < f.line.full]
         saving = [round(100 * (1 - f.level_at(c) / full_level), 1) for c in eff]
-        rows.append({"layer": lay.name, "c_in": lay.spec.c_in, "c_out": lay.spec.c_out, "axis": f.line.axis,
-                     "latency_us": round(full_level, 2), "edges": list(f.fit.edges), "efficient": eff,
-                     "saving_pct": saving, "status": "ok"})
+        rows.append({**base, "latency_us": round(full_level, 2), "edges": list(f.fit.edges),
+                     "jump_pct": [round(100 * j, 1) for j in f.fit.jumps],
+                     "z": [round(z, 1) for z in f.fit.z_scores], "efficient": eff, "saving_pct": saving,
+                     "outliers": list(f.fit.outliers), "status": "ok"})
     return pd.DataFrame(rows)
 
 

@@ -124,3 +124,30 @@ def test_grid_pairs_cover_depthwise_lines_at_the_producers_counts(tmp_path):
     stem = next(lay for lay in layers if lay.name == "features.0.0")
     wanted = {c for c in options.channel_options(stem.out) if c < 32}
     assert wanted and wanted <= {p.c_in for p in dw}
+
+
+def test_layer_frame_and_steps_show_each_edge_with_jump_and_significance(cli, resnet20):
+    t = tbl.read(resnet20)
+    frame = st.layer_frame(st.model_steps(t, "resnet20_cifar10", tbl.context(t)))
+    r = frame[(frame["c_in"] == 64) & (frame["c_out"] == 64)].iloc[0]
+    assert r["edges"] == [17, 33, 49] and len(r["jump_pct"]) == len(r["z"]) == 3
+    # latency 5 + 0.576 * ceil(c/16) * 4 us: the step at 17 goes from 7.304 to 9.608 us
+    assert r["jump_pct"][0] == pytest.approx(100 * (9.608 / 7.304 - 1), abs=0.1) and min(r["z"]) > 5
+    out = cli("steps", "resnet20_cifar10", "--table", resnet20).output
+    assert f"edges: 17(+{r['jump_pct'][0]:.1f}%, z={r['z'][0]:.0f})" in out
+
+
+def test_fit_line_uses_each_rows_error(resnet20):
+    """Rows that report a small error keep a 2 % step that the table-wide noise would merge."""
+    t = tbl.read(resnet20)
+    line = next(x for x in st.model_steps(t, "resnet20_cifar10", tbl.context(t))
+                if x.spec.c_out == 64 and x.spec.c_in == 64).out.line
+    keys = {line.spec_at(c).key(): c for c in range(1, 65)}
+    at = t.df.apply(lambda r: keys.get(tuple(r[k] for k in st.KEY_FIELDS)), axis=1)
+    on = at.notna()
+    t.df.loc[on, "latency_norm_us_p50"] = [100.0 * (1.02 if c > 32 else 1.0) for c in at[on]]
+    t.df.loc[on, "rel_iqr_norm"], t.df.loc[on, "n_samples"] = 0.005, 25   # SE 0.09 %
+    fit = st.fit_line(st.TableIndex(t), line)
+    assert fit.fit.edges == (33,) and fit.rel_se[0] == pytest.approx(0.93 * 0.005 / 5)
+    t.df.loc[on, "rel_iqr_norm"] = 0.0   # no error known: FIT_NOISE_REL (3.7 %) merges the step
+    assert st.fit_line(st.TableIndex(t), line).fit.edges == ()
