@@ -43,6 +43,7 @@ def test_prune_meets_the_predicted_target_and_the_model_runs(tables, tmp_path, m
         assert g["kept"] in g["options"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_surgery_is_exact_against_the_masked_original(model):
     net, size = models.load(model)

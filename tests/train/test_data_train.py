@@ -221,6 +221,7 @@ def test_accuracy_fitness_drives_the_evolutionary_search(trained, digits16):
     assert r.value == max(c.accuracy for c in fit.calls)
 
 
+@pytest.mark.slow
 def test_accuracy_fitness_refuses_an_empty_validation_split(trained):
     with pytest.raises(LatprofError, match="validation split, which is empty"):
         accuracy_fitness(trained[0], None, [(8, 16)], data.load("digits", val_fraction=0.0))
