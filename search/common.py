@@ -88,12 +88,13 @@ class Scorer:
 def unreachable(problem: Problem, lowest: float | None = None, extra: str = "") -> LatprofError:
     """The error for a target that no configuration meets, with the smallest latency in it."""
     lat = problem.latency(problem.smallest())
-    where = "a forbidden (unmeasured) combination" if math.isnan(lat) else f"{lat:.6g}"
-    msg = (f"latency target {problem.target:.6g} is unreachable: the smallest configuration "
+    unit = problem.unit
+    where = "a forbidden (unmeasured) combination" if math.isnan(lat) else f"{lat:.6g}{unit}"
+    msg = (f"latency target {problem.target:.6g}{unit} is unreachable: the smallest configuration "
            f"(fewest channels in every group) has latency {where}")
     if lowest is not None and not (math.isnan(lowest) and math.isnan(lat)) and lowest != lat:
-        msg += f", and the lowest latency found is {lowest:.6g}"
-    msg += (f" (the rest of the network alone takes {problem.constant:.6g}). {extra}"
+        msg += f", and the lowest latency found is {lowest:.6g}{unit}"
+    msg += (f" (the rest of the network alone takes {problem.constant:.6g}{unit}). {extra}"
             "Raise the target, or add smaller channel options to the groups.")
     return LatprofError(msg)
 

@@ -65,6 +65,7 @@ class Problem:
     terms:    the latency model (see the module docstring).
     constant: latency of the rest of the network, which pruning does not change.
     target:   the latency budget, same unit as the tables.
+    unit:     how messages write that unit (" us" for latprof's tables; "" when unknown).
     """
 
     options: tuple[tuple[int, ...], ...]
@@ -72,6 +73,7 @@ class Problem:
     terms: tuple[Term, ...]
     constant: float
     target: float
+    unit: str = ""
 
     def __post_init__(self):
         options = tuple(tuple(int(c) for c in opts) for opts in self.options)

@@ -70,7 +70,7 @@ def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weig
         quick=quick or env.quick_protocol(), fitness=fitness, data=data_spec, fitness_steps=fitness_steps,
         fitness_epochs=fitness_epochs, train_device=train_device)
     r = pruning.run(cfg)
-    _print_prune(r)
+    _print_prune(r, no_measure)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(r.to_dict(), indent=1, default=str) + "\n")
@@ -88,7 +88,7 @@ def _ms(v) -> str:
     return f"{v:9.3f}" if v is not None else "      n/a"
 
 
-def _print_prune(r) -> None:
+def _print_prune(r, no_measure: bool = False) -> None:
     for warning in r.warnings:
         click.echo(f"warning: {warning}", err=True)
     ctx = r.context
@@ -97,6 +97,7 @@ def _print_prune(r) -> None:
     if r.search_note:
         click.echo(f"note     {r.search_note}")
     cal = (f"calibrated on this machine: {r.scale:.3f} x conv sum + {r.rest_ms:.3f} ms" if r.calibrated
+           else "not calibrated (--no-measure): conv layers only" if no_measure
            else "not calibrated (the table's device is not this machine): conv layers only")
     click.echo(f"target   {r.target_ms:.3f} ms; latency model {cal}")
     if r.fitness == "accuracy":

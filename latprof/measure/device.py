@@ -161,6 +161,8 @@ def cuda_device(query: str | int) -> Device:
 def select(device: str | None = None, gpu: str | None = None) -> Device:
     """`--gpu NAME` wins; `--device cpu|cuda|cuda:N`; default: the first GPU if any, else the CPU."""
     if gpu is not None:
+        if device not in (None, "") and not device.startswith("cuda"):
+            raise LatprofError(f"--gpu {gpu} and --device {device} name different devices; give one of them")
         return cuda_device(gpu)
     if device in (None, ""):
         return cuda_device(0) if torch.cuda.is_available() else cpu_device()

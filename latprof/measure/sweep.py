@@ -127,6 +127,9 @@ def _plan_request(cfg: SweepConfig, dev: devices.Device) -> SweepPlan:
                            "listed and its lines sampled sparsely (ask for dense lines with `latprof tables "
                            "request` without --sparse)")
     req = requests.load_request(cfg.request)
+    if not req.specs and not req.lines:
+        raise LatprofError(f"{cfg.request} asks for no shapes and no lines: the table it was written for "
+                           "already holds everything; there is nothing to measure")
     wanted = req.meta.get("device") or {}
     if wanted.get("slug") and not tbl.same_device(wanted, {"kind": dev.kind, "slug": dev.slug}):
         raise LatprofError(f"{cfg.request} asks for measurements of {wanted.get('name')!r} but this sweep runs "

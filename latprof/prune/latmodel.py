@@ -127,7 +127,8 @@ class LatencyModel:
 
         terms, constant = self.term_tables()
         return Problem(options=tuple(tuple(o) for o in self.options), value=tuple(values),
-                       terms=tuple(Term(gs, table) for gs, table in terms), constant=constant, target=target_us)
+                       terms=tuple(Term(gs, table) for gs, table in terms), constant=constant, target=target_us,
+                       unit=" us")
 
     def term_tables(self) -> tuple[list[tuple[tuple[int, ...], np.ndarray]], float]:
         """Per conv: the groups it depends on and its scaled latency for every pair of their options

@@ -79,12 +79,16 @@ def test_select_unknown_device_names_the_option(bad):
 
 
 @no_cuda
-@pytest.mark.parametrize("kw", [dict(device="cuda"), dict(device="cuda:1"), dict(gpu="titan_rtx"),
-                                dict(device="cpu", gpu="0")])
+@pytest.mark.parametrize("kw", [dict(device="cuda"), dict(device="cuda:1"), dict(gpu="titan_rtx")])
 def test_select_cuda_without_cuda_says_to_use_the_cpu(kw):
     with pytest.raises(LatprofError, match="no CUDA device") as err:
         device.select(**kw)
     assert "--device cpu" in str(err.value)
+
+
+def test_gpu_and_device_cpu_together_are_refused():
+    with pytest.raises(LatprofError, match="--gpu 0 and --device cpu name different devices"):
+        device.select(device="cpu", gpu="0")
 
 
 def test_software_versions_without_a_device():
