@@ -30,11 +30,15 @@ class Group:
     step: int = 1               # kept counts are multiples of this: the group count of a grouped
                                 # conv reading or writing these channels (its groups stay; each
                                 # group loses the same channels)
+    gates: tuple[str, ...] = () # producers with a 1x1 output that scale the others (an SE block's
+                                # excitation conv): coupled, but not a second path of features
 
     @property
     def residual(self) -> bool:
-        """Coupled by an add or concat: several non-depthwise convs produce these channels."""
-        return len(self.out_convs) - len(set(self.out_convs) & set(self.in_convs)) > 1
+        """Coupled by an add or concat: several non-depthwise convs produce these channels (an SE
+        gate multiplying them does not count: pruning it with its block is what SE papers do)."""
+        producers = set(self.out_convs) - set(self.in_convs) - set(self.gates)
+        return len(producers) > 1
 
 
 @dataclass
@@ -64,8 +68,11 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(names[mod]) and None)
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    spatial: dict[str, tuple[int, ...]] = {}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(names[mod]) and None) for m in convs]
+    hooks += [m.register_forward_hook(lambda mod, args, out: spatial.setdefault(names[mod], tuple(out.shape[-2:]))
+                                      and None) for m in convs]
     example = torch.zeros(1, *input_size)
     try:
         with torch.no_grad():
@@ -93,15 +100,17 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
         root = outs[0]
         convs = [dep.target.module for dep, _ in g if isinstance(dep.target.module, nn.Conv2d)]
         grouped = [c.groups for c in convs if 1 < c.groups and not c.groups == c.in_channels == c.out_channels]
+        gates = tuple(c for c in outs if spatial.get(c) == (1, 1) and any(spatial.get(o) != (1, 1) for o in outs))
         raw.append((root, len(g[0][1]), tuple(outs), tuple(sorted(set(ins), key=order.index)),
-                    tuple(dict.fromkeys(bns)), math.lcm(1, *grouped)))
+                    tuple(dict.fromkeys(bns)), math.lcm(1, *grouped), gates))
     raw.sort(key=lambda r: order.index(r[0]))
     all_groups = [Group(i, *r) for i, r in enumerate(raw)]
     has_residual = any(g.residual for g in all_groups)
     keep = has_residual if keep_residual is None else keep_residual
     prunable = [g for g in all_groups if not (keep and g.residual)]
     kept = [g for g in all_groups if keep and g.residual]
-    prunable = [Group(i, g.root, g.channels, g.out_convs, g.in_convs, g.bns, g.step) for i, g in enumerate(prunable)]
+    prunable = [Group(i, g.root, g.channels, g.out_convs, g.in_convs, g.bns, g.step, g.gates)
+                for i, g in enumerate(prunable)]
     return Graph(model, tuple(input_size), dg, prunable, kept, dict(model.named_modules()), order)
 
 

@@ -147,6 +147,8 @@ def test_any_channel_preserving_layer_passes_through():
     g = graphs.analyse(net, SIZE)
     first = next(grp for grp in g.groups if grp.root == "0")
     assert first.channels == 8 and "2.fc" in first.in_convs and "3" in first.in_convs
+    # the gate's 1x1 output scales the block's features: coupled, but not a residual path
+    assert first.gates == ("2.fc",) and not first.residual
 
 
 def test_a_grouped_conv_keeps_its_group_count():
