@@ -266,15 +266,14 @@ def measure_sparse(profiler, store: TableStore, todo: list[plan.Line], grid: boo
 def _search_pairs(table: tbl.LatencyTable, todo: list[plan.Line], search_space) -> list[ConvSpec]:
     """The shapes a pruner will look up that the lines may lack: from the model's search space
     when the caller can build it, else estimated from the lines' fits."""
-    index = lines_.TableIndex(table)
-    estimate = options.grid_pairs([lines_.fit_line(index, line) for line in todo])
-    if search_space is None:
-        return estimate
-    contexts = dict.fromkeys(Context(b.batch, b.dtype, b.layout, b.backend, b.tile) for b in (l.base for l in todo))
-    try:
-        return [s for ctx in contexts for s in search_space(table, ctx)]
-    except LatprofError:  # a model the pruner cannot analyse: it still gets the estimate
-        return estimate
+    if search_space is not None:
+        contexts = dict.fromkeys(Context(b.batch, b.dtype, b.layout, b.backend, b.tile) for b in (l.base for l in todo))
+        try:
+            return [s for ctx in contexts for s in search_space(table, ctx)]
+        except LatprofError:  # a model the pruner cannot analyse: it still gets the estimate
+            pass
+    index = lines_.TableIndex(table)  # fitted only when the estimate is used
+    return options.grid_pairs([lines_.fit_line(index, line) for line in todo])
 
 
 def add_result(total, part) -> None:

@@ -26,12 +26,17 @@ def test_edges_and_efficient_counts_of_a_known_staircase(resnet20):
     assert first.out.fit.edges == () and first.out.fit.efficient == (16,)
 
 
-def test_noisy_rows_are_fitted_throttled_rows_are_not(resnet20):
-    t = tbl.read(resnet20)
+def _line_64(path):
+    """The table, the c_out line of resnet20's 64->64 conv, and each row's count on that line (NaN off it)."""
+    t = tbl.read(path)
     line = next(x for x in st.model_steps(t, "resnet20_cifar10", tbl.context(t))
                 if x.spec.c_out == 64 and x.spec.c_in == 64).out.line
     keys = {line.spec_at(c).key(): c for c in range(1, 65)}
-    at = t.df.apply(lambda r: keys.get(tuple(r[k] for k in st.KEY_FIELDS)), axis=1)
+    return t, line, t.df.apply(lambda r: keys.get(tuple(r[k] for k in st.KEY_FIELDS)), axis=1)
+
+
+def test_noisy_rows_are_fitted_throttled_rows_are_not(resnet20):
+    t, line, at = _line_64(resnet20)
     t.df.loc[at.isin([17, 33]), "flag_noisy"] = True          # the first count of two new levels
     t.df.loc[at == 40, ["flag_throttled", "latency_norm_us_p50"]] = [True, 1e6]
     fit = st.fit_line(st.TableIndex(t), line)
@@ -139,11 +144,7 @@ def test_layer_frame_and_steps_show_each_edge_with_jump_and_significance(cli, re
 
 def test_fit_line_uses_each_rows_error(resnet20):
     """Rows that report a small error keep a 2 % step that the table-wide noise would merge."""
-    t = tbl.read(resnet20)
-    line = next(x for x in st.model_steps(t, "resnet20_cifar10", tbl.context(t))
-                if x.spec.c_out == 64 and x.spec.c_in == 64).out.line
-    keys = {line.spec_at(c).key(): c for c in range(1, 65)}
-    at = t.df.apply(lambda r: keys.get(tuple(r[k] for k in st.KEY_FIELDS)), axis=1)
+    t, line, at = _line_64(resnet20)
     on = at.notna()
     t.df.loc[on, "latency_norm_us_p50"] = [100.0 * (1.02 if c > 32 else 1.0) for c in at[on]]
     t.df.loc[on, "rel_iqr_norm"], t.df.loc[on, "n_samples"] = 0.005, 25   # SE 0.09 %
