@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from latprof.errors import LatprofError
@@ -167,6 +168,11 @@ class Measurement:
     session: str
     flag_failed: bool = False    # the shape could not run: no latency, `error` says why
     error: str = ""
+    rel_se: float = math.nan     # relative standard error of the normalised median
+    n_instances: int = 1         # fresh allocations sampled side by side
+    instance_spread: float = math.nan
+    contention: float = math.nan   # others' busy CPUs during the row (NaN: unknown)
+    flag_contended: bool = False
 
     def row(self, spec: ConvSpec) -> dict:
         """The table row: the spec's key fields, then these columns."""

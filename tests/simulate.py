@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from latprof.measure.activity import Activity
 from latprof.measure.timing import Clock
 
 
 class SimRunner:
-    """Stands in for a conv: its true latency in microseconds at speed level 1."""
+    """Stands in for a conv: its true latency in microseconds at speed level 1. `contended`: how
+    much slower it runs while another process is busy (`SimClock.episodes`); the reference is 1."""
 
-    def __init__(self, true_us: float, noise: float = 0.01):
-        self.true_us, self.noise = true_us, noise
+    def __init__(self, true_us: float, noise: float = 0.01, contended: float = 1.0):
+        self.true_us, self.noise, self.contended = true_us, noise, contended
 
     def __call__(self):
         raise AssertionError("the simulated clock never calls runners")
@@ -23,11 +25,23 @@ class SimClock(Clock):
 
     The slowdown is 1.0, switching to `slow` during [k*period + period/2, (k+1)*period)."""
 
-    def __init__(self, slow: float = 1.74, period_s: float = 0.4, seed: int = 0, overhead_s: float = 1e-4):
+    def __init__(self, slow: float = 1.74, period_s: float = 0.4, seed: int = 0, overhead_s: float = 1e-4,
+                 episodes: tuple[tuple[float, float, float], ...] = ()):
+        """`episodes`: (start s, end s, busy CPUs) of other processes' work in virtual time."""
         self.t, self.slow, self.period, self.overhead = 0.0, slow, period_s, overhead_s
+        self.episodes = episodes
         self.rng = np.random.default_rng(seed)
         self.threads = 1
         self.calls = 0
+
+    def others_busy(self, t: float) -> float:
+        return sum(load for a, b, load in self.episodes if a <= t < b)
+
+    def activity(self) -> Activity:
+        """An `Activity` reading the episodes' CPU-seconds on this clock's virtual timeline."""
+        def read():
+            return sum(load * min(max(self.t - a, 0.0), b - a) for a, b, load in self.episodes), 0.0
+        return Activity(read=read, own=lambda: 0.0, now=self.now)
 
     def slowdown(self, t: float) -> float:
         return self.slow if (t % self.period) >= self.period / 2 else 1.0
@@ -37,10 +51,14 @@ class SimClock(Clock):
 
     def sample(self, fn, reps: int = 1) -> float:
         self.calls += 1
-        value = fn.true_us * self.slowdown(self.t) * (1 + fn.noise * self.rng.standard_normal())
+        busy = fn.contended if self.others_busy(self.t) > 0 else 1.0
+        value = fn.true_us * self.slowdown(self.t) * busy * (1 + fn.noise * self.rng.standard_normal())
         self.t += value * 1e-6 * reps + self.overhead
         return value
 
-    def warmup(self, fn, budget_s: float, min_sample_s: float) -> int:
+    def warmup(self, fn, budget_s: float, min_sample_s: float, min_calls: int = 2) -> int:
         self.t += budget_s
         return 1
+
+    def touch(self, fn) -> None:
+        self.t += fn.true_us * 1e-6

@@ -81,8 +81,13 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
     click.echo(f"table    {s.path}")
     click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines ({s.mode}; dense lines would be "
                f"{s.line_points}): {s.measured} measured now, {s.skipped} already measured, {s.left} left")
-    click.echo(f"flags    {s.noisy} noisy, {s.drifted} drifted (of those measured now)")
-    click.echo(f"time     {s.seconds:.1f} s ({60 * s.measured / max(s.seconds, 1e-9):.0f} shapes/min)")
+    click.echo(f"flags    {s.noisy} noisy, {s.drifted} drifted, {s.contended} contended (of those measured now)")
+    click.echo(f"time     {s.seconds:.1f} s ({60 * s.measured / max(s.seconds, 1e-9):.0f} shapes/min; "
+               f"{s.timed_s:.1f} s inside timed samples, {s.seconds / max(s.timed_s, 1e-9):.1f}x)")
+    if s.contended:
+        click.echo(f"note     {s.contended} rows were measured while another process kept a CPU busy, even after "
+                   "re-measuring; they are flagged and left out of step fits. Run again on a quiet machine to "
+                   "replace them (rows already measured are kept).")
     if s.steps_path:
         click.echo(f"steps    {s.steps_path}")
     if s.left:

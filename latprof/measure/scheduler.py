@@ -39,7 +39,8 @@ from latprof.measure.device import Device
 from latprof.spec import ConvSpec, Measurement
 from latprof.tables.store import TableStore
 from latprof.tables.io import now_iso
-from latprof.measure.timing import Clock, Protocol, Reference, cuda_kernel_names, summarize
+from latprof.measure.activity import Activity
+from latprof.measure.timing import Clock, Protocol, Reference, cpu_kernel_names, cuda_kernel_names, summarize
 
 #: Most bytes of inputs, weights and outputs held by one window of shapes.
 MAX_WINDOW_BYTES = 2 * 1024**3
@@ -68,6 +69,32 @@ class _Shape:
 
 
 @dataclass
+class _Group:
+    """One spec's instances: the same shape allocated afresh `Protocol.instances` times and
+    sampled side by side, so that the row averages over where its tensors landed in memory
+    (alignment, cache-set and TLB conflicts, the kernel variant an allocation triggers) instead of
+    carrying one draw of it. One table row."""
+
+    spec: ConvSpec
+    members: list[_Shape]
+    attempts: int = 0
+    redone: list = field(default_factory=list)   # why each earlier attempt was thrown away
+
+    def pooled(self, key: str) -> list:
+        return [v for m in self.members for v in getattr(m, key)]
+
+    @property
+    def sampled_s(self) -> float:
+        return sum(m.sampled_s for m in self.members)
+
+    def reset(self, why: str) -> None:
+        for m in self.members:
+            m.reset()
+        self.attempts += 1
+        self.redone.append(why)
+
+
+@dataclass
 class MeasureResult:
     measured: int = 0          # rows written by this call
     skipped: int = 0           # already in the table (a resumed or overlapping sweep)
@@ -75,6 +102,8 @@ class MeasureResult:
     noisy: int = 0
     drifted: int = 0
     failed: int = 0            # rows flagged failed by this call (the shape could not run)
+    contended: int = 0         # rows flagged contended (another process was busy throughout)
+    timed_s: float = 0.0       # time spent inside the timed samples of the rows written
 
 
 def shape_failure(exc: BaseException) -> str | None:
@@ -118,22 +147,37 @@ class Profiler:
 
     def __init__(self, device: Device, clock: Clock, protocol: Protocol, store: TableStore, *,
                  dtype: str, host: str, deadline: float | None = None, progress: bool = True, seed: int = 0,
-                 make_runner: Callable = backends.make_runner, reference: tuple[str, Callable] | None = None):
-        """`make_runner(spec, device)` and `reference` (label, callable) are replaceable so that the
-        scheduling and normalisation can be tested against a simulated drifting machine."""
+                 make_runner: Callable = backends.make_runner, reference: tuple[str, Callable] | None = None,
+                 activity: Activity | None = None):
+        """`make_runner(spec, device)`, `reference` (label, callable) and `activity` are replaceable
+        so that the scheduling, normalisation and contention checks can be tested against a
+        simulated machine."""
         self.device, self.clock, self.protocol, self.store = device, clock, protocol, store
         self.host, self.deadline, self.progress = host, deadline, progress
         self.make_runner = make_runner
         self.session = uuid.uuid4().hex[:12]
         self.rng = np.random.default_rng(seed)
+        self.activity = activity if activity is not None else Activity(now=clock.now)
+        self.activity.mark()
         label, run = reference or backends.reference_runner(device, dtype)
         self.ref = Reference(run, clock, label)
         for _ in range(BASELINE_READINGS):
             self.ref.read()
-        store.set_reference(label, self.ref.baseline())
-        self.baseline = store.reference_baseline
+        self.activity.mark()
+        self._label = label
+        self.baseline = store.reference_baseline   # None for a new table: set by the first row
         self._last_ref = clock.now()
         self._guard = _GuardedClock(clock)
+        self.instances = max(1, protocol.instances) if device.kind == "cpu" else 1
+
+    def _settle_baseline(self) -> None:
+        """A new table's baseline: the median of every reference reading this session took before
+        its first row (at least `BASELINE_READINGS` plus one per round, over several rounds), not of
+        the first few alone: a slow start (another process, a cold cache) would otherwise scale the
+        whole table (seen once: first readings 1.7x the rest, every row of the table 1.5x high)."""
+        if self.baseline is None:
+            self.store.set_reference(self._label, self.ref.baseline())
+            self.baseline = self.store.reference_baseline
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -148,7 +192,7 @@ class Profiler:
             else:
                 todo.append(spec)
         queue: deque[ConvSpec] = deque(todo)
-        active: list[_Shape] = []
+        active: list[_Group] = []
         bar = tqdm(total=len(todo), desc=desc, unit="shape", disable=not self.progress or not todo,
                    dynamic_ncols=True, leave=True)
         try:
@@ -158,32 +202,37 @@ class Profiler:
                     break
                 failed = self._fill(active, queue)
                 self._round(active)
-                failed += [(s.spec, self._guard.failed.pop(id(s.run))) for s in active
-                           if id(s.run) in self._guard.failed]
+                for group in active:
+                    whys = [self._guard.failed.pop(id(m.run)) for m in group.members if id(m.run) in self._guard.failed]
+                    if whys:
+                        failed.append((group.spec, whys[0]))
                 for spec, why in failed:
-                    active[:] = [s for s in active if s.spec != spec]
+                    active[:] = [g for g in active if g.spec != spec]
                     self._fail(spec, why, result, bar)
-                for shape in list(active):
-                    row = self._maybe_finish(shape)
+                for group in list(active):
+                    row = self._maybe_finish(group)
                     if row is None:
                         continue
-                    active.remove(shape)
+                    active.remove(group)
                     self.store.append(row)
                     result.measured += 1
                     result.noisy += row["flag_noisy"]
                     result.drifted += row["flag_drift"]
+                    result.contended += row["flag_contended"]
+                    result.timed_s += group.sampled_s
                     bar.update(1)
-                    bar.set_postfix(noisy=result.noisy, drift=result.drifted, refresh=False)
+                    bar.set_postfix(noisy=result.noisy, drift=result.drifted, busy=result.contended, refresh=False)
         finally:
             bar.close()
+        self._settle_baseline()
         return result
 
-    def _fill(self, active: list[_Shape], queue: deque) -> list[tuple[ConvSpec, str]]:
+    def _fill(self, active: list[_Group], queue: deque) -> list[tuple[ConvSpec, str]]:
         """Start shapes from the queue until the window is full; returns those that failed to start."""
         failed = []
-        held = sum(backends.nbytes(s.spec) for s in active)
+        held = sum(backends.nbytes(g.spec) * len(g.members) for g in active)
         while queue and len(active) < self.protocol.window:
-            need = backends.nbytes(queue[0])
+            need = backends.nbytes(queue[0]) * self.instances
             if active and held + need > MAX_WINDOW_BYTES:
                 break
             spec = queue.popleft()
@@ -198,12 +247,23 @@ class Profiler:
             held += need
         return failed
 
-    def _start(self, spec: ConvSpec) -> _Shape:
-        """Build and warm up one shape's runner (where a shape too big for the device fails)."""
+    def _start(self, spec: ConvSpec) -> _Group:
+        """Build and warm up a shape's runners, one per instance (where a shape too big for the
+        device fails). The first instance warms up for the protocol's budget and sizes the
+        calls per sample; the others are called once (`Clock.touch`): the code paths and oneDNN's
+        primitive cache are warm by then, and warming each for the budget would cost more than
+        sampling it (measured: 4.1 of a sweep's 7.4 s)."""
         run = self.make_runner(spec, self.device)
-        reps = self.clock.warmup(run, self.protocol.warmup_s, self.protocol.min_sample_s)
-        algo = ""  # the kernel names are read once the shape is timed (`_row`): no profiler meanwhile
-        return _Shape(spec, run, reps, algo)
+        # CPU: oneDNN's choice is read on the first call (which also creates its primitive, so it
+        # counts as warm-up); CUDA: once the shape is timed (`_row`), no profiler meanwhile
+        algo = self._kernel_names(run) if self.device.kind == "cpu" else ""
+        reps = self.clock.warmup(run, self.protocol.warmup_s, self.protocol.min_sample_s, min_calls=1 if algo else 2)
+        members = [_Shape(spec, run, reps, algo)]
+        for _ in range(self.instances - 1):
+            run = self.make_runner(spec, self.device)
+            self.clock.touch(run)
+            members.append(_Shape(spec, run, reps))
+        return _Group(spec, members)
 
     def _fail(self, spec: ConvSpec, why: str, result: MeasureResult, bar) -> None:
         """Write the row of a shape that could not run, say so, and free what it held."""
@@ -220,39 +280,54 @@ class Profiler:
             latency_us_p50=nan, latency_us_p10=nan, latency_us_p25=nan, latency_us_p75=nan, latency_us_p90=nan,
             latency_us_min=nan, latency_us_mean=nan, rel_iqr=nan, latency_norm_us_p50=nan,
             latency_norm_us_p25=nan, latency_norm_us_p75=nan, rel_iqr_norm=nan, ref_us_p50=nan,
-            ref_baseline_us=self.baseline, ref_drift_rel=nan, n_samples=0, inner_reps=0, threads=self.clock.threads,
+            ref_baseline_us=self.baseline or nan, ref_drift_rel=nan, n_samples=0, inner_reps=0,
+            threads=self.clock.threads,
             macs=spec.macs(), flag_noisy=False, flag_drift=False, flag_throttled=False, algo="",
             gpu_clock_mhz=None, gpu_temp_c=None, measured_at=now_iso(), host=self.host, session=self.session,
-            flag_failed=True, error=why,
+            flag_failed=True, error=why, n_instances=0,
         ).row(spec)
 
-    def _round(self, active: list[_Shape]) -> None:
-        self._last_ref = interleaved_round(active, self._guard, self.ref, self.rng, self.protocol.ref_interval_s,
+    def _round(self, active: list[_Group]) -> None:
+        members = [m for g in active for m in g.members]
+        self._last_ref = interleaved_round(members, self._guard, self.ref, self.rng, self.protocol.ref_interval_s,
                                            self._last_ref)
+        self.activity.mark()
 
-    def _normalised(self, shape: _Shape) -> tuple[np.ndarray, np.ndarray]:
-        ref_at = self.ref.at(shape.times)
-        return np.asarray(shape.samples) * (self.baseline / ref_at), ref_at
+    def _normalised(self, times: list, samples: list) -> tuple[np.ndarray, np.ndarray]:
+        """Samples scaled by baseline / reference(t); before a new table's baseline is settled, by
+        the current median reading (only ratios are used until then)."""
+        ref_at = self.ref.at(times)
+        return np.asarray(samples) * ((self.baseline or self.ref.baseline()) / ref_at), ref_at
 
-    def _maybe_finish(self, shape: _Shape) -> dict | None:
+    def _maybe_finish(self, group: _Group) -> dict | None:
         p = self.protocol
-        n = len(shape.samples)
-        if n < p.min_samples:
+        samples, times = group.pooled("samples"), group.pooled("times")
+        n = len(samples)
+        if n < p.min_samples or any(not m.samples for m in group.members):
             return None
-        norm, ref_at = self._normalised(shape)
+        norm, ref_at = self._normalised(times, samples)
         quiet = summarize(norm).rel_iqr <= p.noise_threshold
-        if not (quiet or n >= p.max_samples or shape.sampled_s >= p.shape_budget_s):
+        if not (quiet or n >= p.max_samples or group.sampled_s >= p.shape_budget_s):
             return None
         drift = float(ref_at.max() / ref_at.min() - 1.0)
-        if drift > p.drift_threshold and shape.attempts < p.remeasure_drifted:
-            shape.reset()
+        busy = self.activity.others_cores(min(times), max(times))
+        redo = [why for why, bad, allowed in (
+            ("contended", self._contended(busy), p.remeasure_contended),
+            ("drift", drift > p.drift_threshold, p.remeasure_drifted)) if bad and group.redone.count(why) < allowed]
+        if redo:
+            group.reset(redo[0])
             return None
-        return self._row(shape, norm, ref_at, drift)
+        self._settle_baseline()
+        norm, ref_at = self._normalised(times, samples)
+        return self._row(group, norm, ref_at, drift, busy)
 
-    def _row(self, shape: _Shape, norm: np.ndarray, ref_at: np.ndarray, drift: float) -> dict:
-        raw, nrm = summarize(shape.samples), summarize(norm)
-        clocks = [g["gpu_clock_mhz"] for g in shape.gpu if "gpu_clock_mhz" in g]
-        temps = [g["gpu_temp_c"] for g in shape.gpu if "gpu_temp_c" in g]
+    def _row(self, group: _Group, norm: np.ndarray, ref_at: np.ndarray, drift: float, busy: float) -> dict:
+        raw, nrm = summarize(group.pooled("samples")), summarize(norm)
+        gpu = group.pooled("gpu")
+        clocks = [g["gpu_clock_mhz"] for g in gpu if "gpu_clock_mhz" in g]
+        temps = [g["gpu_temp_c"] for g in gpu if "gpu_temp_c" in g]
+        rel_se, spread = _row_error(group, norm, nrm)
+        first = group.members[0]
         return Measurement(
             latency_us_p50=raw.p50, latency_us_p10=raw.p10, latency_us_p25=raw.p25,
             latency_us_p75=raw.p75, latency_us_p90=raw.p90, latency_us_min=raw.min,
@@ -260,16 +335,46 @@ class Profiler:
             latency_norm_us_p50=nrm.p50, latency_norm_us_p25=nrm.p25, latency_norm_us_p75=nrm.p75,
             rel_iqr_norm=nrm.rel_iqr,
             ref_us_p50=float(np.median(ref_at)), ref_baseline_us=self.baseline, ref_drift_rel=drift,
-            n_samples=len(shape.samples), inner_reps=shape.reps, threads=self.clock.threads,
-            macs=shape.spec.macs(),
-            flag_noisy=bool(nrm.median_rel_se > self.protocol.median_se_threshold),
+            n_samples=len(norm), inner_reps=first.reps, threads=self.clock.threads,
+            macs=group.spec.macs(),
+            flag_noisy=bool(rel_se > self.protocol.median_se_threshold),
             flag_drift=bool(drift > self.protocol.drift_threshold),
-            flag_throttled=any(g.get("throttled") for g in shape.gpu),
-            algo=shape.algo or (cuda_kernel_names(shape.run) if self.device.kind == "cuda" else ""),
+            flag_throttled=any(g.get("throttled") for g in gpu),
+            algo=first.algo or (self._kernel_names(first.run) if self.device.kind == "cuda" else ""),
             gpu_clock_mhz=float(np.median(clocks)) if clocks else None,
             gpu_temp_c=float(max(temps)) if temps else None,
             measured_at=now_iso(), host=self.host, session=self.session,
-        ).row(shape.spec)
+            rel_se=rel_se, n_instances=len(group.members), instance_spread=spread,
+            contention=busy, flag_contended=self._contended(busy),
+        ).row(group.spec)
+
+    def _contended(self, busy: float) -> bool:
+        """Others' load flags CPU rows only: a GPU's events time the device, and GPU servers'
+        host CPUs are busy with other jobs much of the time (the value is still recorded)."""
+        return bool(self.device.kind == "cpu" and busy > self.protocol.contention_threshold)
+
+    def _kernel_names(self, run: Callable) -> str:
+        """cuDNN's kernels (CUDA) or oneDNN's implementations (CPU) one call of `run` uses."""
+        if self.device.kind == "cuda":
+            return cuda_kernel_names(run)
+        return cpu_kernel_names(run) if self.make_runner is backends.make_runner else ""   # simulated: none
+
+
+def _row_error(group: _Group, norm: np.ndarray, nrm) -> tuple[float, float]:
+    """(relative standard error of the row's median, spread of its instances' medians). The
+    error is the larger of the samples' own (0.93 rel IQR / sqrt(n)) and the instances' scatter
+    (their standard deviation / sqrt(k)): where placement moves an instance's speed, the second
+    is the honest one. Spread: (max - min) / median of the instance medians, NaN for one instance."""
+    within = nrm.median_rel_se
+    if len(group.members) < 2:
+        return float(within), math.nan
+    medians, at = [], 0
+    for m in group.members:
+        medians.append(float(np.median(norm[at:at + len(m.samples)])))
+        at += len(m.samples)
+    medians = np.asarray(medians)
+    between = float(np.std(medians, ddof=1) / np.sqrt(len(medians)) / nrm.p50)
+    return max(float(within), between), float((medians.max() - medians.min()) / nrm.p50)
 
 def interleaved_round(items: list[_Shape], clock: Clock, ref: Reference, rng: np.random.Generator,
                       ref_interval_s: float, last_ref: float) -> float:

@@ -76,6 +76,8 @@ class SweepSummary:
     mode: str = "dense"
     line_points: int = 0                 # counts the lines would have densely
     steps_path: Path | None = None
+    contended: int = 0                   # rows flagged: another process was busy while they were sampled
+    timed_s: float = 0.0                 # seconds inside the timed samples of the rows written
 
 
 @dataclass
@@ -162,12 +164,13 @@ def table_path(cfg: SweepConfig, dev: devices.Device) -> Path:
     return env.tables_dir() / f"{dev.slug}{suffix}.parquet"
 
 
-def make_clock(dev: devices.Device, threads: int | None = None, l2_flush: bool = True) -> Clock:
-    """The clock for `dev`: CUDA events on a GPU, `perf_counter_ns` at a fixed thread count on the CPU.
+def make_clock(dev: devices.Device, threads: int | None = None, l2_flush: bool = True, pin: bool = False) -> Clock:
+    """The clock for `dev`: CUDA events on a GPU, `perf_counter_ns` at a fixed thread count on the CPU
+    (`pin`: one thread pinned to one core).
     Use it as a context manager: process-wide settings (the thread count) are restored on exit."""
     if dev.kind == "cuda":
         return CudaClock(dev.torch_device, l2_flush, devices.nvml_handle(dev))
-    return Clock(threads or env.cpu_threads())
+    return Clock(threads or env.cpu_threads(), pin=pin)
 
 
 def table_meta(dev: devices.Device, clock: Clock, protocol: Protocol) -> dict:
@@ -199,7 +202,7 @@ def run(cfg: SweepConfig) -> SweepSummary:
     path = table_path(cfg, dev)
     deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
     t0 = time.monotonic()
-    with make_clock(dev, cfg.threads, cfg.protocol.l2_flush) as clock, \
+    with make_clock(dev, cfg.threads, cfg.protocol.l2_flush, cfg.protocol.pin) as clock, \
             TableStore(path, table_meta(dev, clock, cfg.protocol)) as store:
         profiler = Profiler(dev, clock, cfg.protocol, store, dtype=todo.dtype, host=devices.host_fingerprint(),
                             deadline=deadline, progress=cfg.progress)
@@ -217,7 +220,7 @@ def run(cfg: SweepConfig) -> SweepSummary:
                                            [lines_.fit_line(index, line) for line in todo.model_lines], raw)
     return SweepSummary(path, dev, planned, result.measured, result.skipped, len(result.left),
                         result.noisy, result.drifted, time.monotonic() - t0, todo.lines or todo.model_lines,
-                        todo.mode, todo.line_points, steps_file)
+                        todo.mode, todo.line_points, steps_file, result.contended, result.timed_s)
 
 
 #: Most rounds of grid measurement (each measures the pairs the refined fits ask for).
@@ -282,4 +285,6 @@ def add_result(total, part) -> None:
     total.skipped += part.skipped
     total.noisy += part.noisy
     total.drifted += part.drifted
+    total.contended += part.contended
+    total.timed_s += part.timed_s
     total.left = part.left

@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from latprof.measure.activity import CONTENTION_THRESHOLD
+
 #: (p75 - p25) / p50 of a shape's drift-normalised samples under which sampling stops early
 #: (after `min_samples`). 5% is below the smallest CPU step we care about (vector blocks of
 #: 8/16 channels in a 64+ channel layer move latency by 6% or more).
@@ -52,12 +54,17 @@ class Protocol:
     window: int = 12                # shapes sampled together in interleaved rounds
     remeasure_drifted: int = 1      # times a drift-flagged shape is measured again from scratch
     l2_flush: bool = True           # CUDA only: flush L2 before every timed call
+    instances: int = 3              # CPU: fresh allocations of each shape, sampled side by side
+    contention_threshold: float = CONTENTION_THRESHOLD   # others' busy CPUs that flag a row
+    remeasure_contended: int = 2    # times a contended shape is measured again from scratch
+    pin: bool = True                # CPU, one thread: pin the timing thread to one core
 
     @classmethod
     def quick(cls) -> "Protocol":
         """A short protocol for tests and demos: same logic, smaller budgets."""
         return cls(warmup_s=0.005, min_samples=5, max_samples=16, shape_budget_s=0.25,
-                   min_sample_s=0.0005, ref_interval_s=0.1, remeasure_drifted=0)
+                   min_sample_s=0.0005, ref_interval_s=0.1, remeasure_drifted=0, instances=1,
+                   remeasure_contended=1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,17 +111,26 @@ class Clock:
 
     kind = "cpu"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, pin: bool = False):
         self.threads = threads or torch.get_num_threads()
+        self.pin = pin
         self._saved: list = []
 
     def __enter__(self) -> "Clock":
-        self._saved.append(torch.get_num_threads())
+        affinity = None
+        if self.pin and self.threads == 1 and hasattr(os, "sched_setaffinity"):
+            affinity = os.sched_getaffinity(0)
+            if len(affinity) > 1:   # the last allowed core: the first takes most interrupts
+                os.sched_setaffinity(0, {max(affinity)})
+        self._saved.append((torch.get_num_threads(), affinity))
         torch.set_num_threads(self.threads)
         return self
 
     def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self._saved.pop())
+        threads, affinity = self._saved.pop()
+        torch.set_num_threads(threads)
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
 
     def check_entered(self) -> None:
         """Timing outside `with clock:` would run at whatever thread count the process has."""
@@ -135,17 +151,26 @@ class Clock:
             fn()
         return (time.perf_counter_ns() - t0) / 1e3 / reps
 
-    def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float) -> int:
-        """Run `fn` for `budget_s` (at least twice); return the reps per sample so that one
-        sample lasts at least `min_sample_s` (timer resolution and call overhead stay small)."""
+    def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float, min_calls: int = 2) -> int:
+        """Run `fn` for `budget_s` (at least `min_calls` times); return the reps per sample so that
+        one sample lasts at least `min_sample_s` (timer resolution and call overhead stay small),
+        sized by the last warm-up call."""
         self.check_entered()
-        calls, t0 = 0, time.perf_counter()
-        while calls < 2 or time.perf_counter() - t0 < budget_s:
+        calls, t0, last = 0, time.perf_counter(), 0.0
+        while calls < min_calls or time.perf_counter() - t0 < budget_s:
+            t1 = time.perf_counter()
             fn()
+            last = time.perf_counter() - t1
             calls += 1
         self.sync()
-        per_call = self.sample(fn, 1) / 1e6
-        return max(1, int(np.ceil(min_sample_s / max(per_call, 1e-9))))
+        return max(1, int(np.ceil(min_sample_s / max(last, 1e-9))))
+
+    def touch(self, fn: Callable[[], object]) -> None:
+        """One untimed call, waited for: a fresh allocation of a shape already warmed up (another
+        instance) pages its memory in; the code paths and oneDNN's primitive cache are warm."""
+        self.check_entered()
+        fn()
+        self.sync()
 
     def gpu_state(self) -> dict:
         return {}
@@ -231,7 +256,7 @@ class CudaClock(Clock):
         end.synchronize()
         return start.elapsed_time(end) * 1e3
 
-    def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float) -> int:
+    def warmup(self, fn: Callable[[], object], budget_s: float, min_sample_s: float, min_calls: int = 2) -> int:
         """As `triton.testing.do_bench`: one synchronised call (cuDNN autotuning, Triton
         compilation, allocations), then `WARMUP_ESTIMATE_CALLS` calls timed with events to
         estimate one call's GPU time, then as many calls as fit in `budget_s` of GPU time (at
@@ -315,6 +340,45 @@ def cuda_kernel_names(fn: Callable[[], object], activities=None) -> str:
     kind = "CUDA" if on_gpu else "CPU"
     names = [e.key for e in prof.key_averages() if e.device_type.name == kind]
     return ";".join(sorted(set(names)))[:500]
+
+
+def cpu_kernel_names(fn: Callable[[], object]) -> str:
+    """The oneDNN implementations one call of `fn` runs on the CPU, e.g.
+    "convolution:brg_conv_fwd:avx10_1_512_amx;reorder:jit:uni" (primitive kind and
+    implementation, compute primitives first): which kernel variant oneDNN chose for the shape,
+    as `cuda_kernel_names` records cuDNN's. oneDNN writes its verbose lines to the C standard
+    output, so file descriptor 1 is pointed at a temporary file for that one call. "" when the
+    call ran no oneDNN primitive (torch's own kernels: e.g. a depthwise conv) or verbose mode is
+    unavailable. Read once per shape, after its timing (verbose mode is slow)."""
+    import sys
+    import tempfile
+
+    mkldnn = torch.backends.mkldnn
+    if not mkldnn.is_available() or not hasattr(mkldnn, "verbose"):
+        return ""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            with mkldnn.verbose(mkldnn.VERBOSE_ON):
+                fn()
+        except RuntimeError:
+            return ""
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    found: dict[str, None] = {}
+    for line in text.splitlines():
+        parts = line.split(",")
+        if len(parts) > 6 and parts[0] == "onednn_verbose" and "exec" in parts[1:4] and "cpu" in parts:
+            at = parts.index("cpu")
+            found[f"{parts[at + 1]}:{parts[at + 2]}"] = None
+    names = sorted(found, key=lambda n: (n.startswith("reorder"), n))
+    return ";".join(names)[:500]
 
 
 class Reference:

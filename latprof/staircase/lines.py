@@ -29,16 +29,20 @@ FIT_NOISE_REL = 0.05 / 1.35
 MEDIAN_SE_PER_IQR = 0.93
 
 
-def row_rel_se(rel_iqr, n_samples) -> np.ndarray:
+def row_rel_se(rel_iqr, n_samples, stored=None) -> np.ndarray:
     """Each row's relative standard error of its median, NaN where the row has none: no samples,
     or an IQR of exactly 0 (a timer too coarse for the call, or a table written without
     spreads), which says nothing about the error. The fitter then uses the line's other rows,
-    or `FIT_NOISE_REL` when none has one."""
+    or `FIT_NOISE_REL` when none has one. `stored`: the table's `rel_se` column (schema 3: the
+    sweep's own figure, which also counts the scatter between instances), used where present."""
     iqr = np.asarray(rel_iqr, dtype=float)
     n = np.asarray(n_samples, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         se = MEDIAN_SE_PER_IQR * iqr / np.sqrt(n)
-    return np.where(np.isfinite(se) & (n >= 1) & (iqr > 0), se, np.nan)
+    if stored is not None:
+        stored = np.asarray(stored, dtype=float)
+        se = np.where(np.isfinite(stored) & (stored > 0), stored, se)
+    return np.where(np.isfinite(se) & (n >= 1) & (se > 0), se, np.nan)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ class LineFit:
 def excluded_rows(df: pd.DataFrame, drop_noisy: bool = False) -> np.ndarray:
     """Which rows of a raw table stay out of a step fit (the one rule `steps` and `diff` use).
 
-    Excluded: rows measured on a throttling GPU, and with ``drop_noisy`` rows flagged
+    Excluded: rows measured on a throttling GPU or while another process kept a CPU busy
+    (`flag_contended`: such an episode slows some kernels 2x and not the reference, so
+    normalisation cannot correct it; the sweep re-measures such rows first), and with ``drop_noisy`` rows flagged
     `flag_noisy` too. By default noisy rows (median still uncertain when the
     protocol's budget ran out) are fitted, as are rows flagged `flag_drift` (their
     normalised latency is what corrects the drift): the fitter pools every plateau's
@@ -84,8 +90,10 @@ def excluded_rows(df: pd.DataFrame, drop_noisy: bool = False) -> np.ndarray:
     the rows flagged noisy left out of every fit").
     The noisy flag stays in the table and in the plots (hollow points).
     Rows flagged `flag_failed` (the shape could not run; no latency) are always excluded."""
+    contended = (df["flag_contended"].fillna(False).to_numpy(dtype=bool) if "flag_contended" in df.columns
+                 else np.zeros(len(df), dtype=bool))
     return (df["flag_throttled"].to_numpy(dtype=bool) | (df["flag_noisy"].to_numpy(dtype=bool) & drop_noisy)
-            | failed_rows(df))
+            | failed_rows(df) | contended)
 
 
 def fit_flags(excluded) -> np.ndarray:
@@ -106,7 +114,8 @@ class TableIndex:
         df = df[~failed_rows(df)]
         keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
         values = zip(df["latency_norm_us_p50"].astype(float), excluded_rows(df, drop_noisy),
-                     df["flag_noisy"].to_numpy(dtype=bool), row_rel_se(df["rel_iqr_norm"], df["n_samples"]))
+                     df["flag_noisy"].to_numpy(dtype=bool),
+                     row_rel_se(df["rel_iqr_norm"], df["n_samples"], df.get("rel_se")))
         self.values = dict(zip(keys, values))
 
     def get(self, spec: ConvSpec):

@@ -26,8 +26,10 @@ from latprof.spec import KEY_FIELDS, Context
 from latprof.tables.meta import META_SCHEMA, check_meta, meta_problems, short  # noqa: F401 (re-exported)
 from latprof.tables.oserrors import os_error_message, os_errors  # noqa: F401 (re-exported)
 
-#: Version 2 added `flag_failed` and `error` (a shape that could not run is a row, not a crash).
-SCHEMA_VERSION = 2
+#: Version 2 added `flag_failed` and `error` (a shape that could not run is a row, not a crash);
+#: version 3 the re-sweep fidelity columns: `rel_se`, `n_instances`, `instance_spread`,
+#: `contention`, `flag_contended`.
+SCHEMA_VERSION = 3
 META_KEY = b"latprof"
 
 _KEY_TYPES = {"dtype": pa.string(), "layout": pa.string(), "backend": pa.string(), "tile": pa.string(),
@@ -65,10 +67,17 @@ MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("session", pa.string(), "id of the sweep process that measured the row"),
     ("flag_failed", pa.bool_(), "the shape could not run (out of memory, unsupported); no latency, see `error`"),
     ("error", pa.string(), "why a failed shape could not run (one line); empty otherwise"),
+    ("rel_se", pa.float64(), "relative standard error of the normalised median (samples and instances); "
+                             "NaN: not stored, fits derive it from rel_iqr_norm and n_samples"),
+    ("n_instances", pa.int32(), "fresh allocations of the shape sampled side by side (placement averaged)"),
+    ("instance_spread", pa.float64(), "(max - min) / median of the instances' medians; NaN for one instance"),
+    ("contention", pa.float64(), "other processes' average busy CPUs (and stolen time) during the row; NaN: unknown"),
+    ("flag_contended", pa.bool_(), "another process kept a CPU busy while the row was sampled (left out of fits)"),
 )
 
 #: Values of columns added after version 1, for rows (or frames) written before they existed.
-COLUMN_DEFAULTS = {"flag_failed": False, "error": ""}
+COLUMN_DEFAULTS = {"flag_failed": False, "error": "", "rel_se": float("nan"), "n_instances": 1,
+                   "instance_spread": float("nan"), "contention": float("nan"), "flag_contended": False}
 
 MEASUREMENT_FIELDS = tuple(name for name, _, _ in MEASUREMENT_COLUMNS)
 COLUMNS = KEY_FIELDS + MEASUREMENT_FIELDS

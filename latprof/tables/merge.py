@@ -60,7 +60,7 @@ def merge_tables(tables: list[tbl.LatencyTable], names: list[str]) -> tuple[tbl.
         df["_order"] = i
         frames.append(df)
     both = pd.concat(frames, ignore_index=True)
-    both["_flags"] = (both[["flag_noisy", "flag_drift", "flag_throttled"]].sum(axis=1)
+    both["_flags"] = (both[["flag_noisy", "flag_drift", "flag_throttled", "flag_contended"]].sum(axis=1)
                       + 100 * tbl.failed_rows(both))
     both = both.sort_values(["_flags", "rel_iqr_norm", "_order"], kind="stable")
     keys = list(KEY_FIELDS)

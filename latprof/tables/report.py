@@ -36,9 +36,9 @@ def table_info(t: LatencyTable, path) -> str:
         lines.append("coverage")
         lines += ["  " + s for s in by.reset_index().to_string(index=False, float_format="%.3g").splitlines()]
         noisy, drift = int(df["flag_noisy"].sum()), int(df["flag_drift"].sum())
-        failed = int(failed_rows(df).sum())
+        failed, busy = int(failed_rows(df).sum()), int(df["flag_contended"].fillna(False).sum())
         lines.append(f"flags      {noisy} noisy ({noisy / len(df):.1%}), {drift} drifted ({drift / len(df):.1%}), "
-                     f"{failed} failed ({failed / len(df):.1%})")
+                     f"{busy} contended ({busy / len(df):.1%}), {failed} failed ({failed / len(df):.1%})")
         if failed:
             reasons = df.loc[failed_rows(df), "error"].value_counts().head(3)
             lines += [f"  failed   {n} x {reason}" for reason, n in reasons.items()]

@@ -12,16 +12,24 @@ from latprof.tables import io as tbl
 from latprof.tables.store import table_lock
 
 
-def _add_failed_columns(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, dict]:
-    """1 -> 2: the columns of a shape that could not run; every row of a version 1 table ran."""
-    return df.assign(**{c: v for c, v in tbl.COLUMN_DEFAULTS.items() if c not in df.columns}), meta
+#: Columns each version added; a file of version v is hashed over the columns it had.
+ADDED_IN: dict[int, tuple[str, ...]] = {
+    2: ("flag_failed", "error"),
+    3: ("rel_se", "n_instances", "instance_spread", "contention", "flag_contended"),
+}
+
+
+def _adds_defaults(version: int) -> Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, dict]]:
+    """version - 1 -> version: the columns `version` added, at their `COLUMN_DEFAULTS` (2: every
+    row of a version 1 table ran; 3: one instance, error, spread and contention unknown)."""
+    def step(df: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, dict]:
+        return df.assign(**{c: tbl.COLUMN_DEFAULTS[c] for c in ADDED_IN[version] if c not in df.columns}), meta
+    return step
 
 
 #: Upgrade steps: UPGRADES[v] turns (rows, metadata) of schema version v into version v + 1.
-UPGRADES: dict[int, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, dict]]] = {1: _add_failed_columns}
-
-#: Columns each version added; a file of version v is hashed over the columns it had.
-ADDED_IN: dict[int, tuple[str, ...]] = {2: ("flag_failed", "error")}
+UPGRADES: dict[int, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, dict]]] = {
+    1: _adds_defaults(2), 2: _adds_defaults(3)}
 
 
 def columns_of(version: int) -> tuple[str, ...]:

@@ -282,4 +282,4 @@ def test_4_info_counts_failed_rows_and_says_why(cli, tmp_path):
     assert r.exit_code == 0 and "1 failed (25.0%)" in r.output
     assert "failed   1 x RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB" in r.output
     v = cli("tables", "validate", path)
-    assert v.exit_code == 0 and "ok (4 rows, 1 flagged failed, schema version 2)" in v.output
+    assert v.exit_code == 0 and "ok (4 rows, 1 flagged failed, schema version 3)" in v.output

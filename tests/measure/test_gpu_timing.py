@@ -341,6 +341,7 @@ def test_the_profiler_reads_each_shapes_kernels_once_after_its_last_sample(tmp_p
     protocol = Protocol(warmup_s=0.001, min_samples=5, max_samples=9, ref_interval_s=0.01, window=3)
     with TableStore(tmp_path / "t.parquet", meta) as store:
         prof = scheduler.Profiler(dev, clock, protocol, store, dtype="float32", host="sim", progress=False,
+                                  activity=clock.activity(),
                                   make_runner=lambda spec, d: runners[spec], reference=("ref", SimRunner(50.0)))
         prof.measure(specs)
     df = tbl.read(tmp_path / "t.parquet").df

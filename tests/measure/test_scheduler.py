@@ -10,7 +10,7 @@ from latprof.measure.timing import Protocol
 from simulate import SimClock, SimRunner
 
 PROTOCOL = Protocol(warmup_s=0.001, min_samples=7, max_samples=25, shape_budget_s=10.0, ref_interval_s=0.01,
-                    window=8, remeasure_drifted=0)
+                    window=8, remeasure_drifted=0, instances=1)
 
 
 def staircase(c: int) -> float:
@@ -24,7 +24,7 @@ def run_sim(tmp_path, specs, clock, protocol=PROTOCOL, noise=0.01, deadline=None
             "host": "sim"}
     runners = {s: SimRunner(staircase(s.c_out), noise) for s in specs}
     with TableStore(tmp_path / name, meta) as store:
-        prof = Profiler(dev, clock, protocol, store, dtype="float32", host="sim", progress=False,
+        prof = Profiler(dev, clock, protocol, store, dtype="float32", host="sim", progress=False, activity=clock.activity(),
                         make_runner=lambda spec, d: runners[spec], reference=("ref", SimRunner(500.0, 0.005)),
                         deadline=deadline)
         result = prof.measure(specs)

@@ -51,7 +51,7 @@ def test_median_rel_se_with_no_count_treats_n_as_one():
 # --- Protocol -----------------------------------------------------------------------------
 
 BUDGETS = {"warmup_s", "min_samples", "max_samples", "shape_budget_s", "min_sample_s", "ref_interval_s",
-           "remeasure_drifted"}
+           "remeasure_drifted", "instances", "remeasure_contended"}
 
 
 def test_quick_protocol_differs_only_in_budgets_and_only_downwards():
@@ -133,8 +133,11 @@ def test_warmup_runs_at_least_twice_and_sizes_reps(threads):
     calls = []
     with Clock(1) as clock:
         reps = clock.warmup(lambda: calls.append(1), 0.0, 0.0)
-    assert len(calls) >= 3          # two warm-up calls, one timed call
-    assert reps == 1                # no minimum sample time: one call per sample
+        assert len(calls) == 2          # two warm-up calls; the last one sizes the sample
+        assert reps == 1                # no minimum sample time: one call per sample
+        calls.clear()
+        clock.warmup(lambda: calls.append(1), 0.0, 0.0, min_calls=1)
+        assert len(calls) == 1
 
 
 def test_sample_returns_microseconds_per_call():

@@ -47,7 +47,8 @@ def test_measurement_and_the_declared_columns_are_one_list():
     for f, (name, arrow_type, meaning) in zip(fields, tbl.MEASUREMENT_COLUMNS):
         assert f.type in {t.__name__ if isinstance(t, type) else t for t in kinds[arrow_type]}, name
         assert meaning
-    assert set(tbl.COLUMN_DEFAULTS) == set(upgrade.ADDED_IN[2]) and tbl.SCHEMA_VERSION == 2
+    added = {c for cols in upgrade.ADDED_IN.values() for c in cols}
+    assert set(tbl.COLUMN_DEFAULTS) == added and tbl.SCHEMA_VERSION == max(upgrade.ADDED_IN) == 3
     assert specs.KEY_FIELDS + tbl.MEASUREMENT_FIELDS == tbl.COLUMNS
 
 
@@ -173,7 +174,8 @@ def test_4_failed_shapes_become_rows_and_the_sweep_goes_on(tmp_path):
 
     protocol = Protocol(warmup_s=0.001, min_samples=7, max_samples=15, ref_interval_s=0.01, window=4)
     with TableStore(tmp_path / "t.parquet", META) as store:
-        prof = Profiler(device.cpu_device(), SimClock(), protocol, store, dtype="float32", host="sim",
+        clock = SimClock()
+        prof = Profiler(device.cpu_device(), clock, protocol, store, dtype="float32", host="sim", activity=clock.activity(),
                         progress=False, make_runner=make_runner, reference=("ref", SimRunner(500.0)))
         result = prof.measure([huge] + good[:4] + [flaky] + good[4:])
         assert store.has(huge) and np.isnan(store.latency(huge))   # not tried again in this sweep
@@ -219,12 +221,12 @@ def test_4_merge_keeps_a_measured_row_over_a_failed_one(tmp_path):
 @pytest.mark.parametrize("meta, words", [
     ({"schema_version": "abc"}, "schema_version 'abc' is not an integer"),
     (["a", "list"], "the latprof metadata is not a JSON object"),
-    ({"schema_version": 2, "content_hash": 5}, "content_hash must be text"),
-    ({"schema_version": 2, "device": ["gpu"]}, "device must be an object"),
+    ({"schema_version": 3, "content_hash": 5}, "content_hash must be text"),
+    ({"schema_version": 3, "device": ["gpu"]}, "device must be an object"),
     ({"schema_version": True}, "not an integer"),
     ({"schema_version": 10**40}, "newer than this latprof"),
-    ({"schema_version": 2, "reference": {"baseline_us": float("inf")}}, "baseline_us must be a positive finite"),
-    ({"schema_version": 2, "hosts": [1, 2]}, "hosts must be a list of text"),
+    ({"schema_version": 3, "reference": {"baseline_us": float("inf")}}, "baseline_us must be a positive finite"),
+    ({"schema_version": 3, "hosts": [1, 2]}, "hosts must be a list of text"),
 ])
 def test_5_malformed_metadata_is_named(tmp_path, meta, words):
     path = tmp_path / "t.parquet"
@@ -253,7 +255,7 @@ def test_6_upgrade_refuses_edited_rows_and_adopts_a_hashless_old_table(tmp_path)
     write(path)
     arrow = pq.read_table(path)
     meta = json.loads(arrow.schema.metadata[tbl.META_KEY])
-    v1 = arrow.drop(["flag_failed", "error"]).to_pandas()
+    v1 = arrow.select(list(upgrade.columns_of(1))).to_pandas()
     meta.update(schema_version=1, content_hash=tbl.content_hash(v1, upgrade.columns_of(1)))
     edited = v1.assign(latency_us_p50=v1["latency_us_p50"] * 2)
 
@@ -264,9 +266,10 @@ def test_6_upgrade_refuses_edited_rows_and_adopts_a_hashless_old_table(tmp_path)
     with pytest.raises(LatprofError, match="do not match the content hash.*not upgraded"):
         upgrade.upgrade_table(path)
     save(v1, meta)
-    assert "from schema version 1 to 2 (3 rows)" in upgrade.upgrade_table(path)
+    assert "from schema version 1 to 3 (3 rows)" in upgrade.upgrade_table(path)
     t = tbl.read(path)
     assert not t.df["flag_failed"].any() and (t.df["error"] == "").all()
+    assert (t.df["n_instances"] == 1).all() and t.df["rel_se"].isna().all() and not t.df["flag_contended"].any()
     save(v1, {k: v for k, v in meta.items() if k != "content_hash"})
     assert "no content hash: its rows were adopted" in upgrade.upgrade_table(path)
 
