@@ -60,5 +60,8 @@ class SimClock(Clock):
         self.t += budget_s
         return 1
 
+    def pause(self, seconds: float) -> None:
+        self.t += seconds
+
     def touch(self, fn) -> None:
         self.t += fn.true_us * 1e-6

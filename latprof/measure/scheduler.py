@@ -48,6 +48,9 @@ MAX_WINDOW_BYTES = 2 * 1024**3
 #: Reference readings at the start of a sweep that set the baseline of a new table.
 BASELINE_READINGS = 7
 
+#: Shortest span other processes' load is read over (and the step of waiting for quiet), seconds.
+QUIET_SPAN_S = 0.1
+
 
 @dataclass
 class _Shape:
@@ -169,6 +172,8 @@ class Profiler:
         self._last_ref = clock.now()
         self._guard = _GuardedClock(clock)
         self.instances = max(1, protocol.instances) if device.kind == "cpu" else 1
+        self._waited_s = 0.0            # spent waiting for other processes to finish (`_wait_for_quiet`)
+        self.discarded_rounds = 0       # rounds thrown away because another process was busy
 
     def _settle_baseline(self) -> None:
         """A new table's baseline: the median of every reference reading this session took before
@@ -288,10 +293,40 @@ class Profiler:
         ).row(spec)
 
     def _round(self, active: list[_Group]) -> None:
+        """One interleaved round; when other processes kept a CPU busy during it, its samples are
+        thrown away and the sweep waits for the machine to be quiet (`_wait_for_quiet`)."""
         members = [m for g in active for m in g.members]
+        before = [(len(m.samples), m.sampled_s) for m in members]
+        start = self.clock.now()
         self._last_ref = interleaved_round(members, self._guard, self.ref, self.rng, self.protocol.ref_interval_s,
-                                           self._last_ref)
+                                           self._last_ref, end_gap_s=self.protocol.ref_interval_s / 2)
         self.activity.mark()
+        now = self.clock.now()
+        # over at least the last 0.1 s: /proc/stat ticks every 10 ms, a shorter span reads too coarsely
+        busy = self.activity.others_cores(min(start, now - QUIET_SPAN_S), now)
+        if self._contended(busy) and self._waited_s < self.protocol.quiet_wait_s:
+            for m, (n, sampled) in zip(members, before):
+                del m.samples[n:], m.times[n:], m.gpu[n:]
+                m.sampled_s = sampled
+            self.discarded_rounds += 1
+            if self.progress:
+                tqdm.write(f"busy     other processes keep {busy:.1f} CPUs busy: this round's samples are dropped; "
+                           f"waiting for quiet (at most {self.protocol.quiet_wait_s - self._waited_s:.0f} s more "
+                           "in this sweep, then rows are flagged contended)", file=sys.stderr)
+            self._wait_for_quiet()
+
+    def _wait_for_quiet(self) -> None:
+        """Sleep in steps of `QUIET_SPAN_S` until other processes' load over a step is under the
+        protocol's threshold, for at most what is left of `Protocol.quiet_wait_s` this sweep (a
+        machine that is never quiet gets its rows flagged instead of a sweep that never ends)."""
+        while self._waited_s < self.protocol.quiet_wait_s:
+            t0 = self.clock.now()
+            self.clock.pause(QUIET_SPAN_S)
+            self.activity.mark()
+            t1 = self.clock.now()
+            self._waited_s += t1 - t0
+            if not self._contended(self.activity.others_cores(t0, t1)):
+                break
 
     def _normalised(self, times: list, samples: list) -> tuple[np.ndarray, np.ndarray]:
         """Samples scaled by baseline / reference(t); before a new table's baseline is settled, by
@@ -377,10 +412,12 @@ def _row_error(group: _Group, norm: np.ndarray, nrm) -> tuple[float, float]:
     return max(float(within), between), float((medians.max() - medians.min()) / nrm.p50)
 
 def interleaved_round(items: list[_Shape], clock: Clock, ref: Reference, rng: np.random.Generator,
-                      ref_interval_s: float, last_ref: float) -> float:
+                      ref_interval_s: float, last_ref: float, end_gap_s: float = 0.0) -> float:
     """The one sampling loop: one sample of every item, in a shuffled order, with a reference
-    reading whenever `ref_interval_s` has passed and one at the end; each sample is placed at
-    its mid time on the drift timeline. Returns the time of the last reference reading."""
+    reading whenever `ref_interval_s` has passed and one at the end unless the last was under
+    `end_gap_s` ago (a sweep passes half the interval: rounds of small shapes last a few ms, and a
+    reading after each cost a sixth of a quick sweep); each sample is placed at its mid time on the
+    drift timeline. Returns the time of the last reference reading."""
     for i in rng.permutation(len(items)):
         item = items[i]
         if clock.now() - last_ref >= ref_interval_s:
@@ -394,8 +431,10 @@ def interleaved_round(items: list[_Shape], clock: Clock, ref: Reference, rng: np
         state = clock.gpu_state()
         if state:
             item.gpu.append(state)
-    ref.read()
-    return clock.now()
+    if clock.now() - last_ref >= end_gap_s:
+        ref.read()
+        last_ref = clock.now()
+    return last_ref
 
 
 def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,

@@ -57,14 +57,15 @@ class Protocol:
     instances: int = 3              # CPU: fresh allocations of each shape, sampled side by side
     contention_threshold: float = CONTENTION_THRESHOLD   # others' busy CPUs that flag a row
     remeasure_contended: int = 2    # times a contended shape is measured again from scratch
+    quiet_wait_s: float = 30.0      # most seconds a sweep waits, in all, for other processes to finish
     pin: bool = True                # CPU, one thread: pin the timing thread to one core
 
     @classmethod
     def quick(cls) -> "Protocol":
         """A short protocol for tests and demos: same logic, smaller budgets."""
-        return cls(warmup_s=0.005, min_samples=5, max_samples=16, shape_budget_s=0.25,
+        return cls(warmup_s=0.001, min_samples=5, max_samples=16, shape_budget_s=0.25,
                    min_sample_s=0.0005, ref_interval_s=0.1, remeasure_drifted=0, instances=1,
-                   remeasure_contended=1)
+                   remeasure_contended=1, quiet_wait_s=5.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +165,10 @@ class Clock:
             calls += 1
         self.sync()
         return max(1, int(np.ceil(min_sample_s / max(last, 1e-9))))
+
+    def pause(self, seconds: float) -> None:
+        """Do nothing for `seconds` (waiting for another process to finish)."""
+        time.sleep(seconds)
 
     def touch(self, fn: Callable[[], object]) -> None:
         """One untimed call, waited for: a fresh allocation of a shape already warmed up (another

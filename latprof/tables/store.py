@@ -170,8 +170,9 @@ class TableStore:
             self.table.meta["reference"] = {"workload": label, "baseline_us": baseline_us}
 
     def has(self, spec: ConvSpec) -> bool:
-        """Measured already: in the table (a row that failed in an earlier sweep does not count:
-        it is tried again), or appended by this store (failed or not)."""
+        """Measured already: in the table (a row that failed, or was flagged contended, in an
+        earlier sweep does not count: it is tried again, and the new row replaces it), or appended
+        by this store (failed or not)."""
         return spec.key() in self._values_cache()
 
     def latency(self, spec: ConvSpec) -> float | None:
@@ -182,7 +183,7 @@ class TableStore:
     def _values_cache(self) -> dict[tuple, float]:
         if self._values is None:
             df = self.table.df
-            df = df[~tbl.failed_rows(df)]
+            df = df[~(tbl.failed_rows(df) | df["flag_contended"].fillna(False).to_numpy(dtype=bool))]
             keys = df[list(KEY_FIELDS)].itertuples(index=False, name=None)
             self._values = dict(zip(keys, df["latency_norm_us_p50"].astype(float)))
         return self._values

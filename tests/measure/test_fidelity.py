@@ -21,7 +21,7 @@ from latprof.tables.store import TableStore
 from simulate import SimClock, SimRunner
 
 PROTOCOL = Protocol(warmup_s=0.001, min_samples=7, max_samples=25, shape_budget_s=10.0, ref_interval_s=0.01,
-                    window=8, remeasure_drifted=0, instances=1, remeasure_contended=0)
+                    window=8, remeasure_drifted=0, instances=1, remeasure_contended=0, quiet_wait_s=0.0)
 SPECS = [ConvSpec(c_in=16, c_out=c, h=8, w=8) for c in range(1, 41)]
 META = {"device": {"kind": "cpu", "name": "sim", "slug": "sim"}, "versions": {}, "protocol": {}, "host": "sim"}
 
@@ -60,6 +60,27 @@ def test_rows_sampled_while_another_process_is_busy_are_flagged_and_left_out_of_
     assert all(index.get(ConvSpec(c_in=16, c_out=int(c), h=8, w=8))[1] for c in df.loc[df["flag_contended"], "c_out"])
 
 
+def test_the_sweep_waits_out_an_episode_and_keeps_none_of_its_samples(tmp_path):
+    protocol = Protocol(**{**PROTOCOL.to_dict(), "quiet_wait_s": 30.0})
+    clock = SimClock(slow=1.0, seed=0, episodes=((0.05, 1.05, 1.0),))
+    with TableStore(tmp_path / "t.parquet", META) as store:
+        prof = Profiler(device.cpu_device(), clock, protocol, store, dtype="float32", host="sim", progress=False,
+                        make_runner=lambda spec, d: SimRunner(truth(spec.c_out), 0.01, contended=2.0),
+                        reference=("ref", SimRunner(500.0, 0.005)), activity=clock.activity())
+        result = prof.measure(SPECS)
+    df = tbl.read(tmp_path / "t.parquet").df
+    ratio = df["latency_norm_us_p50"] / df["c_out"].map(truth)
+    assert prof.discarded_rounds >= 1 and 0.9 <= prof._waited_s <= 1.2
+    assert result.contended == 0 and ratio.max() / ratio.min() < 1.05
+
+
+def test_a_machine_that_is_never_quiet_costs_a_bounded_wait_and_flags_its_rows(tmp_path):
+    protocol = Protocol(**{**PROTOCOL.to_dict(), "quiet_wait_s": 1.0})
+    clock = SimClock(slow=1.0, seed=0, episodes=((0.0, 1e9, 1.0),))
+    result, t = sweep(tmp_path, clock, protocol)
+    assert clock.t < 1.0 + 40 * 0.1 and result.contended == len(SPECS) and t.df["flag_contended"].all()
+
+
 def test_contended_rows_are_measured_again_once_the_episode_is_over(tmp_path):
     protocol = Protocol(**{**PROTOCOL.to_dict(), "remeasure_contended": 2})
     clock = SimClock(slow=1.0, seed=0, episodes=((0.05, 0.25, 1.0),))
@@ -67,6 +88,14 @@ def test_contended_rows_are_measured_again_once_the_episode_is_over(tmp_path):
     ratio = t.df["latency_norm_us_p50"] / t.df["c_out"].map(truth)
     assert result.contended == 0 and not t.df["flag_contended"].any()
     assert ratio.max() / ratio.min() < 1.05
+
+
+def test_a_rerun_measures_contended_rows_again_and_replaces_them(tmp_path):
+    clock = SimClock(slow=1.0, seed=0, episodes=((0.05, 0.25, 1.0),))
+    first, _ = sweep(tmp_path, clock)
+    second, t = sweep(tmp_path, SimClock(slow=1.0, seed=1))
+    assert second.measured == first.contended > 0 and second.skipped == len(SPECS) - first.contended
+    assert len(t.df) == len(SPECS) and not t.df["flag_contended"].any()
 
 
 def test_a_cuda_sweep_records_host_load_without_flagging_it(tmp_path):

@@ -51,7 +51,7 @@ def test_median_rel_se_with_no_count_treats_n_as_one():
 # --- Protocol -----------------------------------------------------------------------------
 
 BUDGETS = {"warmup_s", "min_samples", "max_samples", "shape_budget_s", "min_sample_s", "ref_interval_s",
-           "remeasure_drifted", "instances", "remeasure_contended"}
+           "remeasure_drifted", "instances", "remeasure_contended", "quiet_wait_s"}
 
 
 def test_quick_protocol_differs_only_in_budgets_and_only_downwards():
