@@ -36,7 +36,7 @@ from latprof.prune import surgery as surgery
 from latprof.measure import sweep as sweep
 from latprof.tables import io as tbl
 from latprof.measure.device import cpu_device
-from latprof.measure.scheduler import measure_models
+from latprof.measure.modeltime import measure_models
 from latprof.measure.timing import Clock, Protocol
 
 MODELS = {"vgg16_cifar10": 8, "resnet18": 1, "mobilenet_v2": 1}

@@ -16,7 +16,7 @@ import torch.nn as nn
 from latprof import env, models
 from latprof.errors import LatprofError
 from latprof.measure import device as devices
-from latprof.measure.scheduler import measure_models
+from latprof.measure.modeltime import measure_models
 from latprof.measure.timing import Clock, CudaClock, Protocol
 from latprof.prune import baselines, latmodel, surgery
 from latprof.prune.report import PruneReport, candidate

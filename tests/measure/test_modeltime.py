@@ -1,4 +1,4 @@
-"""Whole-model timing (`latprof.measure.scheduler.measure_models`): interleaved rounds and drift
+"""Whole-model timing (`latprof.measure.modeltime.measure_models`): interleaved rounds and drift
 normalisation on a simulated machine, and one real CPU run of two tiny models."""
 
 import math
@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from latprof.measure import backends as backends
 from latprof.measure.device import cpu_device
-from latprof.measure.scheduler import measure_models
+from latprof.measure.modeltime import measure_models
 from latprof.measure.timing import Clock, Protocol
 from simulate import SimClock
 

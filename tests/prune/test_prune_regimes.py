@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from latprof.measure import device as devices
-from latprof.measure import scheduler as scheduler
+from latprof.measure import modeltime
 from latprof.prune import pipeline as pruning
 from latprof.tables import io as tbl
 from synthetic import META, model_table
@@ -25,7 +25,7 @@ SIZE = (3, 16, 16)
 def timed(monkeypatch):
     """Every whole-model timing call's dtype and layout, and the models it was handed."""
     calls = []
-    real = scheduler.measure_models
+    real = modeltime.measure_models
 
     def spy(models, input_size, batch, dtype, device, clock, protocol, **kw):
         calls.append({"dtype": dtype, "layout": kw.get("layout", "nchw"), "models": models})

@@ -1,0 +1,51 @@
+"""Whole models timed as the sweeps time shapes: warmed-up copies on the table's device, dtype
+and layout, sampled in interleaved rounds with the drift reference (`scheduler.interleaved_round`)
+and normalised to the table's baseline. `latprof prune` calibrates and checks with this."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from latprof.measure import backends
+from latprof.measure.device import Device
+from latprof.measure.scheduler import _Shape, interleaved_round
+from latprof.measure.timing import Clock, Protocol, Reference, summarize
+
+
+def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
+                   protocol: Protocol, rounds: int | None = None, seed: int = 0,
+                   baseline_us: float | None = None, layout: str = "nchw", summary: bool = False) -> list:
+    """Drift-normalised median latency (us) of each model's forward pass at `batch`, timed in
+    interleaved rounds with the reference (`interleaved_round`, as the sweeps are).
+
+    The models are timed as copies moved to the device, dtype and layout (NHWC: channels_last)
+    of the table: the callers' models stay where they were. `baseline_us`: the reference
+    latency to normalise to; pass the table's (`meta["reference"]["baseline_us"]`) so that
+    measurements taken in different calls, and the table's own rows, are on one scale.
+    Default: this call's median reference reading. With `summary`, each model's `Stats` (quantiles
+    of its normalised samples, in us) instead of the median alone."""
+    dt = backends.DTYPES[dtype]
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    x = torch.randn(batch, *input_size).to(device.torch_device, dt).contiguous(memory_format=fmt)
+    items = []
+    for m in models:
+        m = copy.deepcopy(m).to(device.torch_device, dt, memory_format=fmt).eval()
+
+        def run(m=m):
+            with torch.inference_mode():
+                return m(x)
+        items.append(_Shape(None, run, clock.warmup(run, protocol.warmup_s * 3, protocol.min_sample_s)))
+    label, ref_fn = backends.reference_runner(device, dtype)
+    ref = Reference(ref_fn, clock, label)
+    rng = np.random.default_rng(seed)
+    ref.read()
+    last_ref = clock.now()
+    for _ in range(rounds or max(protocol.min_samples * 2, 15)):
+        last_ref = interleaved_round(items, clock, ref, rng, protocol.ref_interval_s, last_ref)
+    base = baseline_us or ref.baseline()
+    stats = [summarize(np.asarray(it.samples) * base / ref.at(it.times)) for it in items]
+    return stats if summary else [s.p50 for s in stats]
