@@ -48,6 +48,7 @@ VARIANTS = {
     "quick": ("quick", {}),
     "default, 1 instance": ("default", {"instances": 1}),
     "default, not pinned": ("default", {"pin": False}),
+    "default, window 12": ("default", {"window": 12}),
     "default, busy episode": ("default", {}),
 }
 #: Variants whose second sweep runs while another process streams through memory on the other
@@ -109,17 +110,21 @@ def edges_of(df, line_key: dict) -> dict[int, float]:
     return dict(zip(fit.edges, fit.jumps))
 
 
-def edge_agreement(a, b) -> tuple[int, int]:
-    """(edges of 10 % or more in either sweep that the other finds within +-1, all such edges)."""
+def edge_agreement(a, b) -> tuple[int, int, dict]:
+    """(edges of 10 % or more in either sweep that the other finds within +-1, all such edges,
+    each line's edges and jumps in both sweeps)."""
     agree = total = 0
-    for key in LINES.values():
+    found = {}
+    for name, key in LINES.items():
         ea, eb = edges_of(a, key), edges_of(b, key)
+        found[name] = {"a": {int(e): round(float(j), 3) for e, j in ea.items()},
+                       "b": {int(e): round(float(j), 3) for e, j in eb.items()}}
         for mine, other in ((ea, eb), (eb, ea)):
             for edge, jump in mine.items():
                 if abs(jump) >= MIN_JUMP:
                     total += 1
                     agree += any(abs(edge - e) <= 1 for e in other)
-    return agree, total
+    return agree, total, found
 
 
 def compare(a, b, base_a: float, base_b: float) -> dict:
@@ -134,7 +139,7 @@ def compare(a, b, base_a: float, base_b: float) -> dict:
     same_scale = (m["latency_norm_us_p50_a"] / (m["latency_norm_us_p50_b"] * base_a / base_b))
     flagged = {f: float((m[f"{f}_a"] | m[f"{f}_b"]).mean()) for f in ("flag_noisy", "flag_drift", "flag_contended")}
     clean = ~(m["flag_contended_a"] | m["flag_contended_b"]).to_numpy()
-    agree, total = edge_agreement(a, b)
+    agree, total, found = edge_agreement(a, b)
     return {"rows": int(len(m)), "raw": stats(m["latency_us_p50_a"] / m["latency_us_p50_b"]),
             "normalised_stored": stats(m["latency_norm_us_p50_a"] / m["latency_norm_us_p50_b"]),
             "normalised": stats(same_scale), "flagged": flagged,
@@ -143,6 +148,7 @@ def compare(a, b, base_a: float, base_b: float) -> dict:
             "contention_max": float(np.nanmax(m[["contention_a", "contention_b"]].to_numpy()))
             if m[["contention_a", "contention_b"]].notna().any().any() else None,
             "edges_agree": agree, "edges": total, "edge_share": agree / total if total else float("nan"),
+            "edges_found": found,
             "baselines_us": [base_a, base_b],
             "instance_spread_median": float(np.nanmedian(m["instance_spread_a"])) if m["instance_spread_a"].notna().any()
             else None}
@@ -170,6 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--keep", type=Path, help="keep the swept tables in this folder")
     args = ap.parse_args()
     import torch
 
@@ -178,8 +185,10 @@ def main() -> None:
     results = {}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
         for name in args.variants:
-            results[name] = run_variant(name, Path(tmp))
+            results[name] = run_variant(name, args.keep or Path(tmp))
             r = results[name]
             print(f"{name}: normalised median {r['normalised']['median']:.1%} p90 {r['normalised']['p90']:.1%}, "
                   f"edges {r['edges_agree']}/{r['edges']}, wall/timed {r['wall_over_timed']:.2f}", flush=True)

@@ -51,8 +51,8 @@ class Protocol:
     median_se_threshold: float = NOISE_THRESHOLD_MEDIAN_SE
     drift_threshold: float = DRIFT_THRESHOLD
     ref_interval_s: float = 0.2     # time the reference workload at least this often
-    window: int = 12                # shapes sampled together in interleaved rounds
-    remeasure_drifted: int = 1      # times a drift-flagged shape is measured again from scratch
+    window: int = 48                # shapes sampled together in interleaved rounds (each row spans more time)
+    remeasure_drifted: int = 0      # times a drift-flagged shape is measured again from scratch
     l2_flush: bool = True           # CUDA only: flush L2 before every timed call
     instances: int = 3              # CPU: fresh allocations of each shape, sampled side by side
     contention_threshold: float = CONTENTION_THRESHOLD   # others' busy CPUs that flag a row
