@@ -219,7 +219,7 @@ def main() -> None:
         if name in BUSY:
             u = r["normalised_unflagged"]
             md += ["", f"**{name}**: the second sweep ran while another process streamed through 256 MB on the other "
-                   f"core from {BUSY_FROM_S:.0f} s for {BUSY_FOR_S:.0f} s (highest contention read: "
+                   f"core from {BUSY_FROM_S:.0f} s for {BUSY_FOR_S:.0f} s (the highest contention a kept row read: "
                    f"{r['contention_max']:.2f} CPUs). {r['contended_rows']} rows stayed flagged contended after "
                    f"re-measuring; the unflagged rows differ from the quiet sweep by a median {u['median']:.1%}, "
                    f"p90 {u['p90']:.1%}."]
