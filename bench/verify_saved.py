@@ -3,7 +3,9 @@
 A plain loop: one thread, the models interleaved in a shuffled order each round, each sample the
 median of a few back-to-back calls, `time.perf_counter` only (no reference workload, no drift
 normalisation, nothing from latprof.measure). Compares each model's median with what the prune
-report (`--json`) says it measured, and the pruned model with the target.
+report (`--json`) says it measured, and the pruned model with the target: in milliseconds, and as
+the ratio pruned / original in the same rounds (what the report's verdict rests on, and what does
+not move with the machine's speed from one minute to the next).
 
     python bench/verify_saved.py out/demo/prune.json --original vgg16_cifar10 --batch 8
 """
@@ -67,6 +69,16 @@ def main() -> None:
     target, med = report["target_ms"], statistics.median(got["pruned"])
     print(f"target {target:.3f} ms: independently {'met' if med <= target else 'MISSED'} "
           f"({med:.3f} ms, {med / target - 1:+.1%}); the report said {report.get('verdict', report['target_met'])}")
+    # the same rounds: the pruned model's time over the original's cancels this minute's machine speed
+    ratio = statistics.median(p / o for p, o in zip(got["pruned"], got["original"]))
+    said_ratio = report["pruned"].get("measured_ratio")
+    line = f"ratio pruned / original {ratio:.4f} independently"
+    if said_ratio:
+        line += f", {said_ratio:.4f} in the report ({said_ratio / ratio - 1:+.1%})"
+    if report.get("target_ratio"):
+        r = report["target_ratio"]
+        line += f"; target ratio {r:g}: independently {'met' if ratio <= r else 'MISSED'} ({ratio / r - 1:+.1%})"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ deterministically (real CPU timings are too noisy to assert on)."""
 from __future__ import annotations
 
 import numpy as np
+import torch.nn as nn
 
 from latprof.measure.activity import Activity
 from latprof.measure.timing import Clock
@@ -65,3 +66,60 @@ class SimClock(Clock):
 
     def touch(self, fn) -> None:
         self.t += fn.true_us * 1e-6
+
+
+# --- whole models ---------------------------------------------------------------------------------
+
+REF_US = 500.0
+
+
+class ModelClock(SimClock):
+    """`SimClock` for whole models: a sample runs the callable, and whatever it ran (a `SimModel`
+    or the `SimReference`) reports its true latency to the clock. Slow from `slow_from_s` on."""
+
+    def __init__(self, slow: float, slow_from_s: float, seed: int = 0):
+        super().__init__(slow=slow, seed=seed)
+        self.slow_from_s = slow_from_s
+        self.ran = None
+        self.log = []        # names of what each sample ran, in order
+
+    def slowdown(self, t: float) -> float:
+        return self.slow if t >= self.slow_from_s else 1.0
+
+    def touch(self, fn) -> None:
+        """An untimed call (a warm sample's first): runs, and takes its time, but is not logged."""
+        self.ran = None
+        fn()
+        name, true_us = self.ran
+        self.t += true_us * self.slowdown(self.t) * 1e-6
+
+    def sample(self, fn, reps: int = 1) -> float:
+        self.ran = None
+        fn()
+        assert self.ran is not None, "the sampled callable ran no simulated workload"
+        name, true_us = self.ran
+        self.log.append(name)
+        value = true_us * self.slowdown(self.t) * (1 + 0.01 * self.rng.standard_normal())
+        self.t += value * 1e-6 * reps + self.overhead
+        return value
+
+
+class SimModel(nn.Module):
+    def __init__(self, name: str, true_us: float, clock: ModelClock):
+        super().__init__()
+        self.name, self.true_us, self.clock = name, true_us, clock
+
+    def forward(self, x):
+        self.clock.ran = (self.name, self.true_us)
+        return x
+
+    def __deepcopy__(self, memo):  # measure_models times copies; they report to the same clock
+        return SimModel(self.name, self.true_us, self.clock)
+
+
+class SimReference:
+    def __init__(self, clock: ModelClock):
+        self.clock = clock
+
+    def __call__(self):
+        self.clock.ran = ("ref", REF_US)

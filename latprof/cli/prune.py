@@ -99,7 +99,9 @@ def _print_prune(r, no_measure: bool = False) -> None:
     cal = (f"calibrated on this machine: {r.scale:.3f} x conv sum + {r.rest_ms:.3f} ms" if r.calibrated
            else "not calibrated (--no-measure): conv layers only" if no_measure
            else "not calibrated (the table's device is not this machine): conv layers only")
-    click.echo(f"target   {r.target_ms:.3f} ms; latency model {cal}")
+    of = (f" ({r.target_ratio:g} x the original's {r.original.measured_ms:.3f} ms measured here, pooled over "
+          f"{r.sessions} sessions)" if r.target_ratio is not None and r.original.measured_ms else "")
+    click.echo(f"target   {r.target_ms:.3f} ms{of}; latency model {cal}")
     if r.fitness == "accuracy":
         click.echo(f"fitness  validation accuracy after brief training: {r.fitness_value:.3f}")
     if r.accuracy:
@@ -109,12 +111,17 @@ def _print_prune(r, no_measure: bool = False) -> None:
     click.echo(f"{'group (root conv)':32s} {'before':>6s} {'after':>6s}  options")
     for g in r.groups:
         click.echo(f"{g['root']:32s} {g['channels']:6d} {g['kept']:6d}  {g['options']}")
-    click.echo(f"{'':32s} {'predicted ms':>12s} {'measured ms':>12s} {'error':>7s} {'MMACs':>9s} {'params':>10s}")
+    click.echo(f"{'':32s} {'predicted ms':>12s} {'measured ms':>12s} {'error':>7s} {'x orig':>7s} {'MMACs':>9s} "
+               f"{'params':>10s}")
     for c in [r.original, r.pruned] + r.baselines:
         err = (f"{c.predicted_ms / c.measured_ms - 1:+7.1%}" if c.predicted_ms is not None and c.measured_ms
                else "    n/a")
-        click.echo(f"{c.name:32s} {_ms(c.predicted_ms):>12s} {_ms(c.measured_ms):>12s} {err} "
+        ratio = f"{c.measured_ratio:7.3f}" if c.measured_ratio is not None else "    n/a"
+        click.echo(f"{c.name:32s} {_ms(c.predicted_ms):>12s} {_ms(c.measured_ms):>12s} {err} {ratio} "
                    f"{c.macs / 1e6:9.1f} {c.params:10d}")
+    if r.pruned.measured_ratio is not None:
+        click.echo("measured: each model timed in interleaved rounds next to the original; 'x orig' is the median "
+                   "per-round ratio, and ms = ratio x the original's latency pooled over the sessions")
     if len(r.attempts) > 1:
         for i, a in enumerate(r.attempts, 1):
             click.echo(f"candidate {i}: budget {a['budget_ms']:.3f} ms, predicted {a['predicted_ms']:.3f} ms, "

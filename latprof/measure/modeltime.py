@@ -5,6 +5,7 @@ and normalised to the table's baseline. `latprof prune` calibrates and checks wi
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,21 +14,39 @@ import torch.nn as nn
 from latprof.measure import backends
 from latprof.measure.device import Device
 from latprof.measure.scheduler import _Shape, interleaved_round
-from latprof.measure.timing import Clock, Protocol, Reference, summarize
+from latprof.measure.timing import Clock, Protocol, Reference, Stats, summarize
 
 
-def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
-                   protocol: Protocol, rounds: int | None = None, seed: int = 0,
-                   baseline_us: float | None = None, layout: str = "nchw", summary: bool = False) -> list:
-    """Drift-normalised median latency (us) of each model's forward pass at `batch`, timed in
-    interleaved rounds with the reference (`interleaved_round`, as the sweeps are).
+@dataclass
+class Session:
+    """One interleaved timing session of whole models: each model's drift-normalised `Stats` (us)
+    and its raw samples (us), one per round in round order, so that two models' samples of the
+    same round can be divided (the ratio cancels the machine's speed in that round)."""
+
+    stats: list[Stats]
+    raw: list[np.ndarray]
+
+    def ratios(self, to: int = 0) -> list[np.ndarray]:
+        """Each model's per-round latency over model `to`'s in the same round."""
+        base = self.raw[to]
+        return [r / base for r in self.raw]
+
+
+def measure_session(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
+                    protocol: Protocol, rounds: int | None = None, seed: int = 0,
+                    baseline_us: float | None = None, layout: str = "nchw") -> Session:
+    """Time each model's forward pass at `batch` in interleaved rounds with the reference
+    (`interleaved_round`, as the sweeps are); every model is sampled once per round, warm: one
+    untimed call right before its sample, as a model serving requests runs back to back. (Cold,
+    each sample right after another model's, a pruned VGG-16 read 3-5% slower next to the
+    original than next to models of its own size: the original's 59 MB of weights had pushed its
+    own out of the caches.)
 
     The models are timed as copies moved to the device, dtype and layout (NHWC: channels_last)
     of the table: the callers' models stay where they were. `baseline_us`: the reference
     latency to normalise to; pass the table's (`meta["reference"]["baseline_us"]`) so that
     measurements taken in different calls, and the table's own rows, are on one scale.
-    Default: this call's median reference reading. With `summary`, each model's `Stats` (quantiles
-    of its normalised samples, in us) instead of the median alone."""
+    Default: this call's median reference reading."""
     dt = backends.DTYPES[dtype]
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     x = torch.randn(batch, *input_size).to(device.torch_device, dt).contiguous(memory_format=fmt)
@@ -38,7 +57,8 @@ def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, 
         def run(m=m):
             with torch.inference_mode():
                 return m(x)
-        items.append(_Shape(None, run, clock.warmup(run, protocol.warmup_s * 3, protocol.min_sample_s)))
+        reps = clock.warmup(run, protocol.warmup_s * 3, protocol.min_sample_s)
+        items.append(_Shape(None, run, reps, prime=True))
     label, ref_fn = backends.reference_runner(device, dtype)
     ref = Reference(ref_fn, clock, label)
     rng = np.random.default_rng(seed)
@@ -48,4 +68,14 @@ def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, 
         last_ref = interleaved_round(items, clock, ref, rng, protocol.ref_interval_s, last_ref)
     base = baseline_us or ref.baseline()
     stats = [summarize(np.asarray(it.samples) * base / ref.at(it.times)) for it in items]
+    return Session(stats, [np.asarray(it.samples, dtype=float) for it in items])
+
+
+def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
+                   protocol: Protocol, rounds: int | None = None, seed: int = 0,
+                   baseline_us: float | None = None, layout: str = "nchw", summary: bool = False) -> list:
+    """Drift-normalised median latency (us) of each model (`measure_session`); with `summary`,
+    each model's `Stats` (quantiles of its normalised samples, in us) instead of the median alone."""
+    stats = measure_session(models, input_size, batch, dtype, device, clock, protocol, rounds, seed, baseline_us,
+                            layout).stats
     return stats if summary else [s.p50 for s in stats]

@@ -63,6 +63,7 @@ class _Shape:
     sampled_s: float = 0.0
     attempts: int = 0
     gpu: list = field(default_factory=list)
+    prime: bool = False        # call once, untimed, right before each sample (a whole model: warm)
 
     def reset(self) -> None:
         self.samples, self.times, self.sampled_s, self.gpu = [], [], 0.0, []
@@ -421,6 +422,8 @@ def interleaved_round(items: list[_Shape], clock: Clock, ref: Reference, rng: np
         if clock.now() - last_ref >= ref_interval_s:
             ref.read()
             last_ref = clock.now()
+        if item.prime:
+            clock.touch(item.run)
         t0 = clock.now()
         item.samples.append(clock.sample(item.run, item.reps))
         t1 = clock.now()

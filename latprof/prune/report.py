@@ -20,6 +20,7 @@ class Candidate:
     params: int
     measured_ms: float | None = None
     measured_iqr_ms: tuple[float, float] | None = None   # p25, p75 of the samples behind measured_ms
+    measured_ratio: float | None = None   # median per-round latency over the original's, timed together
 
 
 @dataclass
@@ -46,6 +47,8 @@ class PruneReport:
     accuracy: dict = field(default_factory=dict)   # with --data: test accuracy of original and pruned
     warnings: list[str] = field(default_factory=list)   # software versions that differ from the table's
     search_note: str = ""        # what the searcher says of its result (e.g. dp fell back to evo, and why)
+    target_ratio: float | None = None   # --target-ratio: the target as a share of the original's latency
+    sessions: int = 0            # whole-model timing sessions the original's latency is pooled over
     fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
 
     @property

@@ -25,12 +25,12 @@ SIZE = (3, 16, 16)
 def timed(monkeypatch):
     """Every whole-model timing call's dtype and layout, and the models it was handed."""
     calls = []
-    real = modeltime.measure_models
+    real = modeltime.measure_session
 
     def spy(models, input_size, batch, dtype, device, clock, protocol, **kw):
         calls.append({"dtype": dtype, "layout": kw.get("layout", "nchw"), "models": models})
         return real(models, input_size, batch, dtype, device, clock, protocol, **kw)
-    monkeypatch.setattr(pruning, "measure_models", spy)
+    monkeypatch.setattr(pruning, "measure_session", spy)
     return calls
 
 

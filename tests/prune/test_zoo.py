@@ -195,7 +195,7 @@ def test_zoo_prunes_to_the_target_exactly(oracles, tmp_path, name, ratio, algo):
                                    keep_residual=KEEP_RESIDUAL, out=tmp_path,
                                    search_options=EVO if algo == "evo" else {})
         full = lm.predict(lm.full_counts())
-        found = pipeline.search(cfg, setup, None, ratio * full)
+        found = pipeline.search(cfg, setup, None, lambda: ratio * full)
         counts, pruned = found.counts, found.pruned.eval()
         assert lm.predict(counts) <= ratio * full * (1 + 1e-9)
         assert all(c in opts for c, opts in zip(counts, lm.options))
