@@ -14,6 +14,7 @@ import torch
 from latprof.measure import device as devices
 from latprof.measure import modeltime
 from latprof.prune import pipeline as pruning
+from latprof.prune import timer as timers
 from latprof.tables import io as tbl
 from synthetic import META, model_table
 
@@ -30,7 +31,7 @@ def timed(monkeypatch):
     def spy(models, input_size, batch, dtype, device, clock, protocol, **kw):
         calls.append({"dtype": dtype, "layout": kw.get("layout", "nchw"), "models": models})
         return real(models, input_size, batch, dtype, device, clock, protocol, **kw)
-    monkeypatch.setattr(pruning, "measure_session", spy)
+    monkeypatch.setattr(timers, "measure_session", spy)
     return calls
 
 

@@ -8,7 +8,7 @@ import pytest
 from latprof.measure import backends
 from latprof.measure.device import cpu_device
 from latprof.measure.timing import Protocol
-from latprof.prune.pipeline import ORIGINAL_COPIES, Timer
+from latprof.prune.timer import ORIGINAL_COPIES, Timer
 from latprof.spec import Context
 from simulate import REF_US, ModelClock, SimModel, SimReference
 
