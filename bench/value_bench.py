@@ -1,0 +1,149 @@
+"""Does latprof's verdict hold, and what does it buy? Each case as a user runs it, judged by a
+plain timing of the saved files.
+
+For each model and regime: one sparse sweep (`latprof sweep --model M --quick`), then for each
+target ratio `latprof prune M --table T --target-ratio R --compare --json` (as a subprocess, as a
+user runs it), then the saved pruned model and the original timed by `verify_saved.time_models`
+(a plain interleaved loop, nothing from latprof.measure) in this process. Per case:
+
+- the report's ratio pruned / original against the independent one, and whether the report's
+  verdict (met or not) is the independent verdict;
+- whether the target is met independently, and how far under it the model lands;
+- the latency model's prediction error on the chosen configuration (predicted vs measured);
+- the peers the report measured at equal MACs (uniform keep ratio; Torch-Pruning L1 with
+  round_to=8), as ratios to the original.
+
+    python bench/value_bench.py --out bench/results                      # float32 NCHW, about 15 min
+    python bench/value_bench.py --out /tmp/v --models vgg16_cifar10 --ratios 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
+from verify_saved import time_models  # noqa: E402
+
+MODELS = {"vgg16_cifar10": 8, "resnet18": 1, "mobilenet_v2": 1, "googlenet": 1}
+RATIOS = (0.5, 0.7)
+GOAL = {"verdict_agrees": 0.95, "met": 0.95, "prediction_within_5pct": 0.90}
+
+
+def latprof(*args: str) -> str:
+    exe = Path(sys.executable).parent / "latprof"
+    done = subprocess.run([str(exe), *args], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"latprof {' '.join(args)} failed:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}")
+    return done.stdout
+
+
+def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regime: list[str], rounds: int) -> dict:
+    from latprof import models
+
+    out = work / f"{model}_{ratio}"
+    t0 = time.time()
+    latprof("prune", model, "--table", str(table), "--target-ratio", str(ratio), "--compare", "--quick",
+            "--out", str(out), "--json", str(out / "prune.json"), *regime)
+    seconds = time.time() - t0
+    report = json.loads((out / "prune.json").read_text())
+    original, size = models.load(model)
+    pruned = torch.load(report["files"]["model"], weights_only=False)
+    x = torch.randn(batch, *size)
+    got = time_models({"original": original.eval(), "pruned": pruned.eval()}, x, rounds, 3)
+    indep = statistics.median(p / o for p, o in zip(got["pruned"], got["original"]))
+    said = report["pruned"]["measured_ratio"]
+    met_said, met_indep = bool(report["target_met"]), indep <= ratio
+    pr = report["pruned"]
+    return {
+        "model": model, "batch": batch, "target_ratio": ratio, "prune_seconds": round(seconds, 1),
+        "report_ratio": said, "independent_ratio": indep, "ratio_error": said / indep - 1,
+        "verdict": report["verdict"], "verdict_agrees": met_said == met_indep, "met_independently": met_indep,
+        "landing": indep / ratio - 1,
+        "prediction_error": pr["predicted_ms"] / pr["measured_ms"] - 1 if pr["predicted_ms"] else None,
+        "independent_ms": {k: statistics.median(v) for k, v in got.items()},
+        "macs": {c["name"]: c["macs"] for c in [report["original"], pr] + report["baselines"]},
+        "peers_ratio": {c["name"]: c.get("measured_ratio") for c in report["baselines"]},
+        "latprof_macs_share": pr["macs"] / report["original"]["macs"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--ratios", default=",".join(map(str, RATIOS)))
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--layout", default="nchw")
+    ap.add_argument("--rounds", type=int, default=11)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    cases, t_start = [], time.time()
+    regime_sweep = ["--dtype", args.dtype, "--layout", args.layout]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for model in args.models.split(","):
+            batch = MODELS.get(model, 1)
+            table = work / f"{model}.parquet"
+            latprof("sweep", "--model", model, "--batch", str(batch), "--quick", "--no-progress", "--out", str(table),
+                    *regime_sweep)
+            for ratio in ratios:
+                case = one_case(model, batch, ratio, table, work, [], args.rounds)
+                cases.append(case)
+                print(f"{model} {ratio}: report {case['report_ratio']:.4f} independent {case['independent_ratio']:.4f} "
+                      f"({case['ratio_error']:+.1%}), verdict {'agrees' if case['verdict_agrees'] else 'DISAGREES'}, "
+                      f"met {case['met_independently']}, prediction {case['prediction_error']:+.1%}", flush=True)
+    n = len(cases)
+    summary = {
+        "verdict_agrees": sum(c["verdict_agrees"] for c in cases) / n,
+        "met": sum(c["met_independently"] for c in cases) / n,
+        "prediction_within_5pct": sum(abs(c["prediction_error"]) <= 0.05 for c in cases) / n,
+        "median_abs_ratio_error": statistics.median(abs(c["ratio_error"]) for c in cases),
+    }
+    from latprof.measure.device import cpu_device
+
+    dev = cpu_device()
+    report = {"machine": {"cpu": dev.name, "python": platform.python_version(), "torch": torch.__version__},
+              "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "regime": regime_sweep,
+              "seconds": round(time.time() - t_start, 1), "goal": GOAL, "summary": summary, "cases": cases}
+    md = [f"# Value benchmark on {dev.name} ({report['when']}), {args.dtype} {args.layout}, one thread", "",
+          f"`{report['command']}`. Each case: quick sparse sweep, `latprof prune --target-ratio R --compare --quick`, "
+          "then the saved pruned model and the original timed by a plain interleaved loop "
+          f"(`bench/verify_saved.py`'s, {args.rounds} rounds, median of 3 calls per sample). Ratios are pruned / "
+          "original in the same rounds.", "",
+          "| model (batch) | target | report ratio | independent | report/indep | verdict (report) | agrees | "
+          "met indep. | prediction error | uniform | TP L1 r8 | latprof MACs |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        peers = list(c["peers_ratio"].values()) + [None, None]
+        md.append(f"| {c['model']} ({c['batch']}) | {c['target_ratio']:g} | {c['report_ratio']:.4f} | "
+                  f"{c['independent_ratio']:.4f} | {c['ratio_error']:+.1%} | {c['verdict'].split(',')[0]} | "
+                  f"{'yes' if c['verdict_agrees'] else 'NO'} | {'yes' if c['met_independently'] else 'NO'} "
+                  f"({c['landing']:+.1%}) | {c['prediction_error']:+.1%} | "
+                  + " | ".join(f"{p:.3f}" if p else "n/a" for p in peers[:2])
+                  + f" | {c['latprof_macs_share']:.0%} |")
+    md += ["", f"Verdict agrees with the independent timing in {summary['verdict_agrees']:.0%} of cases "
+           f"(goal {GOAL['verdict_agrees']:.0%}); target met independently in {summary['met']:.0%} "
+           f"(goal {GOAL['met']:.0%}); chosen configuration predicted within 5% in "
+           f"{summary['prediction_within_5pct']:.0%} (goal {GOAL['prediction_within_5pct']:.0%}); median "
+           f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. Peers are at latprof's "
+           "MACs (equal MACs), measured in the report's final session.", f"Run time {report['seconds']} s."]
+    write_results(args.out, f"value_{dev.slug}_{args.dtype}_{args.layout}", report, md)
+
+
+if __name__ == "__main__":
+    main()
