@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
-from verify_saved import time_models  # noqa: E402
+from verify_saved import settle_malloc, time_models  # noqa: E402
 
 MODELS = {"vgg16_cifar10": 8, "resnet18": 1, "mobilenet_v2": 1, "googlenet": 1}
 RATIOS = (0.5, 0.7)
@@ -90,8 +90,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=11)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    settle_malloc()   # as verify_saved.py does by default
     ratios = [float(r) for r in args.ratios.split(",")]
-    cases, t_start = [], time.time()
+    cases, unreachable, t_start = [], [], time.time()
     regime_sweep = ["--dtype", args.dtype, "--layout", args.layout]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -101,7 +102,15 @@ def main() -> None:
             latprof("sweep", "--model", model, "--batch", str(batch), "--quick", "--no-progress", "--out", str(table),
                     *regime_sweep)
             for ratio in ratios:
-                case = one_case(model, batch, ratio, table, work, [], args.rounds)
+                try:
+                    case = one_case(model, batch, ratio, table, work, [], args.rounds)
+                except RuntimeError as exc:
+                    if "unreachable" not in str(exc):
+                        raise
+                    why = str(exc).split("error: ", 1)[-1].strip().splitlines()[0]
+                    unreachable.append({"model": model, "batch": batch, "target_ratio": ratio, "why": why})
+                    print(f"{model} {ratio}: unreachable ({why})", flush=True)
+                    continue
                 cases.append(case)
                 print(f"{model} {ratio}: report {case['report_ratio']:.4f} independent {case['independent_ratio']:.4f} "
                       f"({case['ratio_error']:+.1%}), verdict {'agrees' if case['verdict_agrees'] else 'DISAGREES'}, "
@@ -119,7 +128,8 @@ def main() -> None:
     report = {"machine": {"cpu": dev.name, "python": platform.python_version(), "torch": torch.__version__},
               "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "regime": regime_sweep,
-              "seconds": round(time.time() - t_start, 1), "goal": GOAL, "summary": summary, "cases": cases}
+              "seconds": round(time.time() - t_start, 1), "goal": GOAL, "summary": summary, "cases": cases,
+              "unreachable": unreachable}
     md = [f"# Value benchmark on {dev.name} ({report['when']}), {args.dtype} {args.layout}, one thread", "",
           f"`{report['command']}`. Each case: quick sparse sweep, `latprof prune --target-ratio R --compare --quick`, "
           "then the saved pruned model and the original timed by a plain interleaved loop "
@@ -142,6 +152,8 @@ def main() -> None:
            f"{summary['prediction_within_5pct']:.0%} (goal {GOAL['prediction_within_5pct']:.0%}); median "
            f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. Peers are at latprof's "
            "MACs (equal MACs), measured in the report's final session.", f"Run time {report['seconds']} s."]
+    md += [f"Unreachable (prune refused, as it should): {u['model']} at {u['target_ratio']:g}: {u['why']}"
+           for u in unreachable]
     write_results(args.out, f"value_{dev.slug}_{args.dtype}_{args.layout}", report, md)
 
 

@@ -41,6 +41,20 @@ def time_models(named: dict[str, torch.nn.Module], x: torch.Tensor, rounds: int,
     return out
 
 
+def settle_malloc() -> None:
+    """glibc: large blocks from the heap (mmap threshold 32 MiB) and freed memory kept (trim
+    threshold 1 GiB), as a long-running process's allocator ends up; no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1024 * 1024 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path, help="the prune report written with --json")
@@ -49,8 +63,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fresh-malloc", action="store_true",
+                    help="leave glibc malloc's thresholds as a fresh process has them (default: fixed, as a "
+                         "long-running process's settle; a fresh process page-faults large activations for a while)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.fresh_malloc:
+        settle_malloc()
     report = json.loads(args.report.read_text())
     from latprof import models  # only to build the unpruned model; its weights do not matter for latency
 

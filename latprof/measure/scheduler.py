@@ -38,7 +38,8 @@ from latprof.spec import ConvSpec, Measurement
 from latprof.tables.store import TableStore
 from latprof.tables.io import now_iso
 from latprof.measure.activity import Activity
-from latprof.measure.timing import Clock, Protocol, Reference, cpu_kernel_names, cuda_kernel_names, summarize
+from latprof.measure.cpu import cpu_kernel_names
+from latprof.measure.timing import Clock, Protocol, Reference, cuda_kernel_names, summarize
 
 #: Most bytes of inputs, weights and outputs held by one window of shapes.
 MAX_WINDOW_BYTES = 2 * 1024**3

@@ -164,13 +164,14 @@ def table_path(cfg: SweepConfig, dev: devices.Device) -> Path:
     return env.tables_dir() / f"{dev.slug}{suffix}.parquet"
 
 
-def make_clock(dev: devices.Device, threads: int | None = None, l2_flush: bool = True, pin: bool = False) -> Clock:
+def make_clock(dev: devices.Device, threads: int | None = None, l2_flush: bool = True, pin: bool = False,
+               malloc: bool = True) -> Clock:
     """The clock for `dev`: CUDA events on a GPU, `perf_counter_ns` at a fixed thread count on the CPU
     (`pin`: one thread pinned to one core).
     Use it as a context manager: process-wide settings (the thread count) are restored on exit."""
     if dev.kind == "cuda":
         return CudaClock(dev.torch_device, l2_flush, devices.nvml_handle(dev))
-    return Clock(threads or env.cpu_threads(), pin=pin)
+    return Clock(threads or env.cpu_threads(), pin=pin, malloc=malloc)
 
 
 def table_meta(dev: devices.Device, clock: Clock, protocol: Protocol) -> dict:
@@ -202,7 +203,7 @@ def run(cfg: SweepConfig) -> SweepSummary:
     path = table_path(cfg, dev)
     deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
     t0 = time.monotonic()
-    with make_clock(dev, cfg.threads, cfg.protocol.l2_flush, cfg.protocol.pin) as clock, \
+    with make_clock(dev, cfg.threads, cfg.protocol.l2_flush, cfg.protocol.pin, cfg.protocol.steady_malloc) as clock, \
             TableStore(path, table_meta(dev, clock, cfg.protocol)) as store:
         profiler = Profiler(dev, clock, cfg.protocol, store, dtype=todo.dtype, host=devices.host_fingerprint(),
                             deadline=deadline, progress=cfg.progress)

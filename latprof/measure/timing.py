@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from latprof.measure.activity import CONTENTION_THRESHOLD
+from latprof.measure.cpu import steady_malloc
 
 #: (p75 - p25) / p50 of a shape's drift-normalised samples under which sampling stops early
 #: (after `min_samples`). 5% is below the smallest CPU step we care about (vector blocks of
@@ -59,6 +60,7 @@ class Protocol:
     remeasure_contended: int = 2    # times a contended shape is measured again from scratch
     quiet_wait_s: float = 30.0      # most seconds a sweep waits, in all, for other processes to finish
     pin: bool = True                # CPU, one thread: pin the timing thread to one core
+    steady_malloc: bool = True      # CPU: fix glibc malloc's thresholds (`steady_malloc`)
 
     @classmethod
     def quick(cls) -> "Protocol":
@@ -112,12 +114,15 @@ class Clock:
 
     kind = "cpu"
 
-    def __init__(self, threads: int | None = None, pin: bool = False):
+    def __init__(self, threads: int | None = None, pin: bool = False, malloc: bool = True):
         self.threads = threads or torch.get_num_threads()
-        self.pin = pin
+        self.pin, self.malloc = pin, malloc
+        self.malloc_state = ""       # what `steady_malloc` did, once entered
         self._saved: list = []
 
     def __enter__(self) -> "Clock":
+        if self.malloc and not self.malloc_state:
+            self.malloc_state = steady_malloc()
         affinity = None
         if self.pin and self.threads == 1 and hasattr(os, "sched_setaffinity"):
             affinity = os.sched_getaffinity(0)
@@ -345,45 +350,6 @@ def cuda_kernel_names(fn: Callable[[], object], activities=None) -> str:
     kind = "CUDA" if on_gpu else "CPU"
     names = [e.key for e in prof.key_averages() if e.device_type.name == kind]
     return ";".join(sorted(set(names)))[:500]
-
-
-def cpu_kernel_names(fn: Callable[[], object]) -> str:
-    """The oneDNN implementations one call of `fn` runs on the CPU, e.g.
-    "convolution:brg_conv_fwd:avx10_1_512_amx;reorder:jit:uni" (primitive kind and
-    implementation, compute primitives first): which kernel variant oneDNN chose for the shape,
-    as `cuda_kernel_names` records cuDNN's. oneDNN writes its verbose lines to the C standard
-    output, so file descriptor 1 is pointed at a temporary file for that one call. "" when the
-    call ran no oneDNN primitive (torch's own kernels: e.g. a depthwise conv) or verbose mode is
-    unavailable. Read once per shape, after its timing (verbose mode is slow)."""
-    import sys
-    import tempfile
-
-    mkldnn = torch.backends.mkldnn
-    if not mkldnn.is_available() or not hasattr(mkldnn, "verbose"):
-        return ""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with tempfile.TemporaryFile() as tmp:
-        try:
-            os.dup2(tmp.fileno(), 1)
-            with mkldnn.verbose(mkldnn.VERBOSE_ON):
-                fn()
-        except RuntimeError:
-            return ""
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    found: dict[str, None] = {}
-    for line in text.splitlines():
-        parts = line.split(",")
-        if len(parts) > 6 and parts[0] == "onednn_verbose" and "exec" in parts[1:4] and "cpu" in parts:
-            at = parts.index("cpu")
-            found[f"{parts[at + 1]}:{parts[at + 2]}"] = None
-    names = sorted(found, key=lambda n: (n.startswith("reorder"), n))
-    return ";".join(names)[:500]
 
 
 class Reference:

@@ -191,8 +191,9 @@ def make_timer(cfg: PruneConfig, setup: Setup) -> Timer | None:
     # whole models are timed with the thread count the table was measured with
     threads = (setup.table.meta.get("protocol") or {}).get("threads") or env.cpu_threads()
     benchmark = bool((setup.table.meta.get("versions") or {}).get("cudnn_benchmark", False))
-    clock = CudaClock(here.torch_device, cudnn_benchmark=benchmark) if here.kind == "cuda" else Clock(threads)
     protocol = Protocol.quick() if cfg.quick else Protocol()
+    clock = (CudaClock(here.torch_device, cudnn_benchmark=benchmark) if here.kind == "cuda"
+             else Clock(threads, pin=protocol.pin, malloc=protocol.steady_malloc))
     baseline = (setup.table.meta.get("reference") or {}).get("baseline_us")
     return Timer(here, clock, protocol, setup.ctx, setup.size, baseline, setup.original)
 

@@ -13,7 +13,8 @@ import torch
 from latprof.measure import device
 from latprof.measure.activity import Activity, read_cpu_seconds
 from latprof.measure.scheduler import Profiler
-from latprof.measure.timing import Clock, Protocol, cpu_kernel_names
+from latprof.measure.cpu import cpu_kernel_names
+from latprof.measure.timing import Clock, Protocol
 from latprof.spec import ConvSpec
 from latprof.staircase.lines import TableIndex, excluded_rows, row_rel_se
 from latprof.tables import io as tbl
@@ -216,3 +217,14 @@ def test_one_thread_is_pinned_to_one_core_and_released():
     assert os.sched_getaffinity(0) == before
     with Clock(2, pin=True):           # more threads than one: never pinned
         assert os.sched_getaffinity(0) == before
+
+
+def test_steady_malloc_says_what_it_set_on_glibc():
+    from latprof.measure.cpu import MMAP_THRESHOLD_BYTES, steady_malloc
+
+    done = steady_malloc()
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert done == f"glibc mmap_threshold={MMAP_THRESHOLD_BYTES} trim_threshold={1024 ** 3}"
+    else:
+        assert done == ""
