@@ -44,7 +44,8 @@ class Timer:
         original runs as `ORIGINAL_COPIES` copies and the denominator is their mean in the round:
         one copy's placement in memory moved every ratio of a session by 1-3% (measured: the
         ratio of one pruned VGG-16 read 0.569-0.606 over sessions against one copy of the original,
-        0.568-0.578 against the mean of three)."""
+        0.568-0.578 against the mean of three; two are used, a third costs one more original per
+        round)."""
         k = ORIGINAL_COPIES
         session = measure_session([self.original] * k + list(nets), self.size, self.ctx.batch, self.ctx.dtype,
                                   self.here, self.clock, self.protocol, baseline_us=self.baseline_us,
