@@ -77,6 +77,10 @@ def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regi
         "macs": {c["name"]: c["macs"] for c in [report["original"], pr] + report["baselines"]},
         "peers_ratio": {c["name"]: c.get("measured_ratio") for c in report["baselines"]},
         "latprof_macs_share": pr["macs"] / report["original"]["macs"],
+        # latprof's MACs over each fair peer's (round_to 8 / 16, pruned to the target by measurement) at
+        # latprof's measured latency, interpolated on the peer's measured models; None outside them
+        "macs_vs_peer_at_equal_latency": {k: (pr["macs"] / v if v else None)
+                                          for k, v in report.get("peer_macs_at_equal_latency", {}).items()},
     }
 
 
@@ -136,8 +140,8 @@ def main() -> None:
           f"(`bench/verify_saved.py`'s, {args.rounds} rounds, median of 3 calls per sample). Ratios are pruned / "
           "original in the same rounds.", "",
           "| model (batch) | target | report ratio | independent | report/indep | verdict (report) | agrees | "
-          "met indep. | prediction error | uniform | TP L1 r8 | latprof MACs |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "met indep. | prediction error | uniform | TP L1 r8 | latprof MACs | MACs vs r8 / r16 at equal latency |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         peers = list(c["peers_ratio"].values()) + [None, None]
         md.append(f"| {c['model']} ({c['batch']}) | {c['target_ratio']:g} | {c['report_ratio']:.4f} | "
@@ -145,13 +149,18 @@ def main() -> None:
                   f"{'yes' if c['verdict_agrees'] else 'NO'} | {'yes' if c['met_independently'] else 'NO'} "
                   f"({c['landing']:+.1%}) | {c['prediction_error']:+.1%} | "
                   + " | ".join(f"{p:.3f}" if p else "n/a" for p in peers[:2])
-                  + f" | {c['latprof_macs_share']:.0%} |")
+                  + f" | {c['latprof_macs_share']:.0%} | "
+                  + " / ".join(f"{v:.2f}x" if v else "n/a" for v in c["macs_vs_peer_at_equal_latency"].values())
+                  + " |")
     md += ["", f"Verdict agrees with the independent timing in {summary['verdict_agrees']:.0%} of cases "
            f"(goal {GOAL['verdict_agrees']:.0%}); target met independently in {summary['met']:.0%} "
            f"(goal {GOAL['met']:.0%}); chosen configuration predicted within 5% in "
            f"{summary['prediction_within_5pct']:.0%} (goal {GOAL['prediction_within_5pct']:.0%}); median "
-           f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. Peers are at latprof's "
-           "MACs (equal MACs), measured in the report's final session.", f"Run time {report['seconds']} s."]
+           f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. \"uniform\" and \"TP L1 r8\" "
+           "are at latprof's MACs (equal MACs), as ratios to the original measured in the report's final session. "
+           "The last column: latprof's MACs over those of Torch-Pruning's L1 pruner with round_to 8 and 16, each "
+           "pruned to the target by measurement, at latprof's measured latency (goal: 1.15x or more).",
+           f"Run time {report['seconds']} s."]
     md += [f"Unreachable (prune refused, as it should): {u['model']} at {u['target_ratio']:g}: {u['why']}"
            for u in unreachable]
     write_results(args.out, f"value_{dev.slug}_{args.dtype}_{args.layout}", report, md)

@@ -122,6 +122,12 @@ def _print_prune(r, no_measure: bool = False) -> None:
     if r.pruned.measured_ratio is not None:
         click.echo("measured: each model timed in interleaved rounds next to the original; 'x orig' is the median "
                    "per-round ratio, and ms = ratio x the original's latency pooled over the sessions")
+    for p in r.peers:
+        same = r.peer_macs_at_equal_latency.get(p.name)
+        at = (f"; at latprof's measured latency it would keep {same / 1e6:.1f} MMACs, latprof "
+              f"{r.pruned.macs / same:.2f}x that" if same else "")
+        click.echo(f"peer     {p.name}, pruned to the target by measurement: {_ms(p.measured_ms).strip()} ms "
+                   f"(x orig {p.measured_ratio:.3f}), {p.macs / 1e6:.1f} MMACs{at}")
     if len(r.attempts) > 1:
         for i, a in enumerate(r.attempts, 1):
             click.echo(f"candidate {i}: budget {a['budget_ms']:.3f} ms, predicted {a['predicted_ms']:.3f} ms, "

@@ -126,6 +126,11 @@ def run(cfg: PruneConfig) -> PruneReport:
             base_nets = baselines.at_equal_macs(setup.original, setup.size, report.pruned.macs, cfg.keep_residual)
             report.baselines = [candidate(name, m, setup.size, baselines.predict_model(setup.lm, m))
                                 for name, m in base_nets]
+        peers = []
+        if cfg.compare and timer is not None:   # the fair peers reach the target by measuring, too
+            peers = baselines.at_target(setup.original, setup.size, timer, target_us())
+            report.peers = [candidate(name, m, setup.size, baselines.predict_model(setup.lm, m))
+                            for name, m, _, _ in peers]
         if timer is not None:
             cands = [report.pruned] + report.baselines
             ratios = timer.ratios([found.pruned] + [m for _, m in base_nets])
@@ -137,6 +142,11 @@ def run(cfg: PruneConfig) -> PruneReport:
                 st = scaled(summarize(r), scale / 1e3)
                 cand.measured_ms, cand.measured_iqr_ms = st.p50, (st.p25, st.p75)
                 cand.measured_ratio = float(np.median(r))
+            for cand, (_, _, r, curve) in zip(report.peers, peers):
+                st = scaled(summarize(r), scale / 1e3)
+                cand.measured_ms, cand.measured_iqr_ms = st.p50, (st.p25, st.p75)
+                cand.measured_ratio = float(np.median(r))
+                report.peer_macs_at_equal_latency[cand.name] = baselines.macs_at(curve, report.pruned.measured_ratio)
             orig = timer.original_stats()
             report.original.measured_ms, report.original.measured_iqr_ms = scale / 1e3, (orig.p25 / 1e3, orig.p75 / 1e3)
             report.original.measured_ratio = 1.0

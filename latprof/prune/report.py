@@ -39,7 +39,10 @@ class PruneReport:
     groups: list[dict]
     search_seconds: float
     evaluations: int
-    baselines: list[Candidate] = field(default_factory=list)
+    baselines: list[Candidate] = field(default_factory=list)   # at latprof's MACs
+    peers: list[Candidate] = field(default_factory=list)       # pruned to the target by measurement
+    #: each peer's MACs at latprof's measured latency, interpolated on its measured models (None: outside them)
+    peer_macs_at_equal_latency: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     attempts: list[dict] = field(default_factory=list)   # closed-loop searches: budget, predicted, measured
     fitness: str = "importance"
