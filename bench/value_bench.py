@@ -50,7 +50,11 @@ def latprof(*args: str) -> str:
     return done.stdout
 
 
-def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regime: list[str], rounds: int) -> dict:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regime: list[str], rounds: int,
+             dtype: str = "float32", layout: str = "nchw") -> dict:
     from latprof import models
 
     out = work / f"{model}_{ratio}"
@@ -61,8 +65,11 @@ def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regi
     report = json.loads((out / "prune.json").read_text())
     original, size = models.load(model)
     pruned = torch.load(report["files"]["model"], weights_only=False)
-    x = torch.randn(batch, *size)
-    got = time_models({"original": original.eval(), "pruned": pruned.eval()}, x, rounds, 3)
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    dt = DTYPES[dtype]
+    x = torch.randn(batch, *size).to(dt).contiguous(memory_format=fmt)
+    nets = {k: m.eval().to(dt, memory_format=fmt) for k, m in (("original", original), ("pruned", pruned))}
+    got = time_models(nets, x, rounds, 3)    # in the table's regime, as the report measured
     indep = statistics.median(p / o for p, o in zip(got["pruned"], got["original"]))
     said = report["pruned"]["measured_ratio"]
     met_said, met_indep = bool(report["target_met"]), indep <= ratio
@@ -107,7 +114,7 @@ def main() -> None:
                     *regime_sweep)
             for ratio in ratios:
                 try:
-                    case = one_case(model, batch, ratio, table, work, [], args.rounds)
+                    case = one_case(model, batch, ratio, table, work, [], args.rounds, args.dtype, args.layout)
                 except RuntimeError as exc:
                     if "unreachable" not in str(exc):
                         raise
