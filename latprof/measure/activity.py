@@ -74,11 +74,8 @@ class Activity:
         if len(self.times) < 2:
             return math.nan
         i = max(bisect.bisect_right(self.times, t0) - 1, 0)
-        j = min(bisect.bisect_left(self.times, t1), len(self.times) - 1)
-        if j <= i:
-            i, j = max(j - 1, 0), max(i + 1, j)
-            j = min(j, len(self.times) - 1)
-            if j <= i:
-                return math.nan
+        j = max(min(bisect.bisect_left(self.times, t1), len(self.times) - 1), i + 1)   # at least two marks
+        if j >= len(self.times):
+            i, j = len(self.times) - 2, len(self.times) - 1
         span = self.times[j] - self.times[i]
         return max(self.others[j] - self.others[i], 0.0) / span if span > 0 else math.nan

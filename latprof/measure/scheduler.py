@@ -62,13 +62,11 @@ class _Shape:
     samples: list = field(default_factory=list)
     times: list = field(default_factory=list)
     sampled_s: float = 0.0
-    attempts: int = 0
     gpu: list = field(default_factory=list)
     prime: bool = False        # call once, untimed, right before each sample (a whole model: warm)
 
     def reset(self) -> None:
         self.samples, self.times, self.sampled_s, self.gpu = [], [], 0.0, []
-        self.attempts += 1
 
 
 @dataclass
@@ -80,7 +78,6 @@ class _Group:
 
     spec: ConvSpec
     members: list[_Shape]
-    attempts: int = 0
     redone: list = field(default_factory=list)   # why each earlier attempt was thrown away
 
     def pooled(self, key: str) -> list:
@@ -93,7 +90,6 @@ class _Group:
     def reset(self, why: str) -> None:
         for m in self.members:
             m.reset()
-        self.attempts += 1
         self.redone.append(why)
 
 
@@ -352,8 +348,9 @@ class Profiler:
         if redo:
             group.reset(redo[0])
             return None
-        self._settle_baseline()
-        norm, ref_at = self._normalised(times, samples)
+        if self.baseline is None:          # the first row of a new table: normalise to the settled baseline
+            self._settle_baseline()
+            norm, ref_at = self._normalised(times, samples)
         return self._row(group, norm, ref_at, drift, busy)
 
     def _row(self, group: _Group, norm: np.ndarray, ref_at: np.ndarray, drift: float, busy: float) -> dict:

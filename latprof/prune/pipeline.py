@@ -142,13 +142,9 @@ def run(cfg: PruneConfig) -> PruneReport:
             # because its session read under the target (a low draw is likelier to be chosen)
             ratios[0] = np.concatenate([found.ratios, ratios[0]]) if found.ratios is not None else ratios[0]
             for cand, r in zip(cands, ratios):
-                st = scaled(summarize(r), scale / 1e3)
-                cand.measured_ms, cand.measured_iqr_ms = st.p50, (st.p25, st.p75)
-                cand.measured_ratio = float(np.median(r))
+                _set_measured(cand, r, scale)
             for cand, (_, _, r, curve) in zip(report.peers, peers):
-                st = scaled(summarize(r), scale / 1e3)
-                cand.measured_ms, cand.measured_iqr_ms = st.p50, (st.p25, st.p75)
-                cand.measured_ratio = float(np.median(r))
+                _set_measured(cand, r, scale)
                 report.peer_macs_at_equal_latency[cand.name] = baselines.macs_at(curve, report.pruned.measured_ratio)
             orig = timer.original_stats()
             report.original.measured_ms, report.original.measured_iqr_ms = scale / 1e3, (orig.p25 / 1e3, orig.p75 / 1e3)
@@ -307,6 +303,13 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
         best = min(found.values(), key=lambda t: t[0])[1]
     best.seconds, best.attempts = seconds, attempts
     return best
+
+
+def _set_measured(cand, ratios: np.ndarray, scale_us: float) -> None:
+    """A candidate's measured latency (ms, its p25-p75) and ratio from its per-round ratios to the original."""
+    st = scaled(summarize(ratios), scale_us / 1e3)
+    cand.measured_ms, cand.measured_iqr_ms = st.p50, (st.p25, st.p75)
+    cand.measured_ratio = float(np.median(ratios))
 
 
 def _landing_shares(found: dict, best: tuple, limit: float) -> tuple[float, ...]:

@@ -41,11 +41,10 @@ class Timer:
 
     def ratios(self, nets: list[nn.Module]) -> list[np.ndarray]:
         """Each model's per-round latency over the original's, from one interleaved session. The
-        original runs as `ORIGINAL_COPIES` copies and the denominator is their mean in the round:
-        one copy's placement in memory moved every ratio of a session by 1-3% (measured: the
-        ratio of one pruned VGG-16 read 0.569-0.606 over sessions against one copy of the original,
-        0.568-0.578 against the mean of three; two are used, a third costs one more original per
-        round)."""
+        original runs as `ORIGINAL_COPIES` copies and the denominator is their mean in the round.
+        With warm samples, one copy and the mean of three gave the same ratios over four sessions
+        (`bench/probes/original_copies.py`: 0.567-0.575 and 0.568-0.580); the second copy is
+        insurance against one copy's unlucky placement, at the cost of one more original per round."""
         k = ORIGINAL_COPIES
         session = measure_session([self.original] * k + list(nets), self.size, self.ctx.batch, self.ctx.dtype,
                                   self.here, self.clock, self.protocol, baseline_us=self.baseline_us,
