@@ -5,12 +5,15 @@ Installs as `latprof.kernels`. On a machine without a GPU the kernels run (slowl
 import of this package: set it before importing.
 """
 
-from latprof.kernels.conv2d import conv2d, interpreted, k_iterations, launch_grid
+from latprof.kernels.conv2d import (Conv2dLaunch, compiled_resources, conv2d, interpreted, k_iterations,
+                                    kernel_resources, launch_grid)
 from latprof.kernels.tiles import DEFAULT_TILE, TILE_CONFIGS, TileConfig, as_tile
 from latprof.kernels.wave import (
     ARCH_LIMITS,
+    COMPILED_REGS,
     PRESETS,
     DevicePreset,
+    dot_note,
     estimate_regs_per_thread,
     estimate_smem_bytes,
     get_preset,
@@ -23,8 +26,8 @@ from latprof.kernels.wave import (
 )
 
 __all__ = [
-    "ARCH_LIMITS", "DEFAULT_TILE", "PRESETS", "TILE_CONFIGS", "DevicePreset", "TileConfig", "as_tile", "conv2d",
-    "estimate_regs_per_thread", "estimate_smem_bytes", "get_preset", "interpreted", "k_iterations",
-    "launch_grid", "predicted_edges", "predicted_latency_curve", "preset_from_identity", "resident_blocks",
-    "tile_count", "waves",
+    "ARCH_LIMITS", "COMPILED_REGS", "Conv2dLaunch", "DEFAULT_TILE", "PRESETS", "TILE_CONFIGS", "DevicePreset",
+    "TileConfig", "as_tile", "compiled_resources", "conv2d", "dot_note", "estimate_regs_per_thread",
+    "estimate_smem_bytes", "get_preset", "interpreted", "k_iterations", "kernel_resources", "launch_grid",
+    "predicted_edges", "predicted_latency_curve", "preset_from_identity", "resident_blocks", "tile_count", "waves",
 ]

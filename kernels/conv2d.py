@@ -218,31 +218,80 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     Returns (N, C_out, H_out, W_out) in x's dtype, channels-last when x is.
     Depthwise shapes (groups == C_in == C_out > 1) use the direct depthwise kernel.
     """
-    tile = as_tile(tile)
-    spec = _check(x, weight, bias, stride, padding, dilation, groups)
-    fmt = torch.channels_last if spec.layout == "nhwc" else torch.contiguous_format
-    out = torch.empty((spec.batch, spec.c_out, spec.h_out, spec.w_out), dtype=x.dtype, device=x.device,
-                      memory_format=fmt)
-    grid = launch_grid(spec, tile)
-    if spec.depthwise:
-        launch_depthwise(x, weight, bias, out, spec, tile, grid)
-        return out
-    # "tf32" is Triton's default on NVIDIA and only affects fp32 operands; fp16/bf16 keep it.
-    ieee = x.dtype == torch.float32 and not torch.backends.cudnn.allow_tf32
-    _conv2d_igemm_kernel[grid](
-        x, weight, bias if bias is not None else x, out,
-        spec.c_in // groups, spec.h, spec.w, spec.c_out // groups, spec.h_out, spec.w_out,
-        spec.batch * spec.h_out * spec.w_out,
-        *x.stride(), *weight.stride(), *out.stride(),
-        STRIDE_H=spec.stride_h, STRIDE_W=spec.stride_w,
-        PAD_H=spec.pad_h, PAD_W=spec.pad_w,
-        DIL_H=spec.dilation_h, DIL_W=spec.dilation_w,
-        KH=spec.kernel_h, KW=spec.kernel_w,
-        HAS_BIAS=bias is not None,
-        CI_INNER=spec.layout == "nhwc",
-        INPUT_PRECISION="ieee" if ieee else "tf32",
-        UPCAST_DOT=_upcast_dot(x.dtype),
-        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
-    )
-    return out
+    return Conv2dLaunch(x, weight, bias, stride, padding, dilation, groups, tile)()
+
+
+class Conv2dLaunch:
+    """`conv2d` split in two: the arguments validated and the output allocated once, here; each
+    call then only launches, into the same output. A profiler times the call (`backends`): the
+    validation (~14 us of Python per call) stays out of small kernels' samples. `compiled` is
+    the kernel Triton launched last (None before the first call): `kernel_resources` reads it.
+    Triton's own launch cost (binding the arguments, a few us) remains in every call."""
+
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 stride=1, padding=0, dilation=1, groups: int = 1, tile: TileConfig | str = DEFAULT_TILE):
+        self.tile = tile = as_tile(tile)
+        self.spec = spec = _check(x, weight, bias, stride, padding, dilation, groups)
+        fmt = torch.channels_last if spec.layout == "nhwc" else torch.contiguous_format
+        self.out = torch.empty((spec.batch, spec.c_out, spec.h_out, spec.w_out), dtype=x.dtype, device=x.device,
+                               memory_format=fmt)
+        self.x, self.weight, self.bias = x, weight, bias
+        self.grid = launch_grid(spec, tile)
+        self.compiled = None
+        self.args = (x, weight, bias if bias is not None else x, self.out,
+                     spec.c_in // groups, spec.h, spec.w, spec.c_out // groups, spec.h_out, spec.w_out,
+                     spec.batch * spec.h_out * spec.w_out, *x.stride(), *weight.stride(), *self.out.stride())
+        self.kwargs = dict(
+            STRIDE_H=spec.stride_h, STRIDE_W=spec.stride_w, PAD_H=spec.pad_h, PAD_W=spec.pad_w,
+            DIL_H=spec.dilation_h, DIL_W=spec.dilation_w, KH=spec.kernel_h, KW=spec.kernel_w,
+            HAS_BIAS=bias is not None, CI_INNER=spec.layout == "nhwc", UPCAST_DOT=_upcast_dot(x.dtype),
+            BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+            num_warps=tile.num_warps, num_stages=tile.num_stages)
+
+    def __call__(self) -> torch.Tensor:
+        if self.spec.depthwise:
+            self.compiled = launch_depthwise(self.x, self.weight, self.bias, self.out, self.spec, self.tile, self.grid)
+        else:
+            # "tf32" is Triton's default on NVIDIA and only affects fp32 operands; fp16/bf16 keep it.
+            # Read per call (a flag, ~0.1 us): a timing clock turns TF32 off while it is entered.
+            ieee = self.x.dtype == torch.float32 and not torch.backends.cudnn.allow_tf32
+            self.compiled = _conv2d_igemm_kernel[self.grid](*self.args, INPUT_PRECISION="ieee" if ieee else "tf32",
+                                                            **self.kwargs)
+        return self.out
+
+
+def kernel_resources(compiled) -> tuple[int, int] | None:
+    """(registers per thread, shared memory bytes per block) of a kernel Triton compiled and
+    launched (`Conv2dLaunch.compiled`): what the wave model's occupancy should use on a GPU
+    (`wave.resident_blocks(regs_per_thread=..., smem_bytes=...)`). Triton 3.x keeps the register
+    count on the kernel (`n_regs`, set when the binary is loaded, i.e. at the first launch) and
+    the shared memory in `metadata.shared`. None under the interpreter or before a launch."""
+    if compiled is None:
+        return None
+    init = getattr(compiled, "_init_handles", None)
+    if callable(init):
+        init()
+    regs = getattr(compiled, "n_regs", None)
+    shared = getattr(getattr(compiled, "metadata", None), "shared", None)
+    if shared is None:
+        shared = getattr(compiled, "shared", None)
+    if not isinstance(regs, int) or not isinstance(shared, int):
+        return None
+    return regs, shared
+
+
+def compiled_resources(spec: ConvSpec, tile: TileConfig | str, device="cuda") -> tuple[int, int] | None:
+    """Registers per thread and shared memory per block of the kernel `spec` with `tile` compiles
+    to on this machine's GPU (one launch on tensors of `spec`'s shape, dtype and layout); None
+    without a CUDA device or under the interpreter (then the wave model estimates them)."""
+    if interpreted() or not torch.cuda.is_available():
+        return None
+    dtype = getattr(torch, spec.dtype)
+    x = torch.zeros(spec.batch, spec.c_in, spec.h, spec.w, dtype=dtype, device=device)
+    w = torch.zeros(spec.c_out, spec.c_in // spec.groups, spec.kernel_h, spec.kernel_w, dtype=dtype, device=device)
+    if spec.layout == "nhwc":
+        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+    launch = Conv2dLaunch(x, w, None, (spec.stride_h, spec.stride_w), (spec.pad_h, spec.pad_w),
+                          (spec.dilation_h, spec.dilation_w), spec.groups, tile)
+    launch()
+    return kernel_resources(launch.compiled)

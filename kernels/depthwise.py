@@ -77,10 +77,11 @@ def depthwise_grid(spec: ConvSpec, tile: TileConfig) -> tuple[int, int]:
 
 
 def launch_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     out: torch.Tensor, spec: ConvSpec, tile: TileConfig, grid: tuple[int, int]) -> None:
+                     out: torch.Tensor, spec: ConvSpec, tile: TileConfig, grid: tuple[int, int]):
     """Launch on tensors already validated by `conv2d.conv2d` (weight is (C, 1, KH, KW));
-    `grid` is `conv2d.launch_grid(spec, tile)`, i.e. `depthwise_grid`."""
-    _depthwise_conv2d_kernel[grid](
+    `grid` is `conv2d.launch_grid(spec, tile)`, i.e. `depthwise_grid`. Returns what Triton's
+    launch returns: the compiled kernel (`conv2d.kernel_resources` reads it)."""
+    return _depthwise_conv2d_kernel[grid](
         x, weight, bias if bias is not None else x, out,
         spec.c_in, spec.h, spec.w, spec.h_out, spec.w_out, spec.batch * spec.h_out * spec.w_out,
         *x.stride(),

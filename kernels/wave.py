@@ -101,25 +101,92 @@ def get_preset(name: str) -> DevicePreset:
         raise LatprofError(f"unknown device preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
-def estimate_smem_bytes(tile: TileConfig, elem_bytes: int = 4, depthwise: bool = False) -> int:
-    """Shared memory per block: num_stages * (BM*BK + BK*BN) * elem_bytes (A and B tiles,
-    one copy per pipeline stage). The direct depthwise kernel stages nothing: 0.
+def _major(compute_capability: str) -> int:
+    """The compute capability's major version; 8 (sm_80: cp.async, tensor-core dot) when unknown."""
+    head = str(compute_capability or "").split(".")[0]
+    return int(head) if head.isdigit() else 8
 
-    An upper bound: Triton pipelines the gathered loads with cp.async only for 4-byte
-    elements. Compiled for sm_80 with triton 3.8, 64x64x32,s3 used 32768 B in fp32 (two
-    buffers) but 8192 B in fp16/bf16 (one buffer) against estimates of 49152 / 24576 B.
-    Pass the compiled kernel's `metadata.shared` as `smem_bytes` when it is known."""
+
+def dot_note(compute_capability: str) -> str | None:
+    """Why the wave model is rough below sm_80, or None: Triton >= 3.2 lowers `tl.dot` to FMA
+    instructions there (no tensor cores; compiled for sm_75 by triton 3.8, the fp16 64x64x32
+    kernel has no mma instruction, uses 255 registers and spills), so the titan_rtx and v100
+    presets describe a kernel that does not run as the tile-and-wave picture assumes."""
+    if _major(compute_capability) >= 8:
+        return None
+    return (f"sm_{str(compute_capability).replace('.', '')}: Triton >= 3.2 runs tl.dot as FMA below sm_80 (no "
+            "tensor cores, registers spill), so this GPU's Triton kernel is not the one the wave model describes; "
+            "its predicted edges are rough")
+
+
+#: Registers per thread of the shipped tiles (`TILE_CONFIGS`), by (compute capability major,
+#: element bytes), as Triton 3.8.0 compiled the implicit-GEMM kernel for a 3x3 NCHW conv (ptxas
+#: -v for sm_75, sm_80 and sm_90a; `bench/probes/triton_resources.py` reproduces them without a
+#: GPU). The formula in `estimate_regs_per_thread` said 64-144 for these tiles: it leaves out the
+#: gathered im2col addresses (a 64-bit pointer and a mask per loaded element). 255 means the
+#: compiler also spilled. Left out: 16-bit below sm_80 (FMA dot, see `dot_note`; its ptxas
+#: counts were erratic). On a GPU, `kernels.compiled_resources` reads the real count instead.
+COMPILED_REGS: dict[tuple[int, int], dict[str, int]] = {
+    (7, 4): {"64x64x32,w4,s3,g8": 168, "32x32x32,w2,s3,g8": 241, "64x32x32,w2,s4,g8": 255,
+             "32x64x32,w2,s4,g8": 200, "128x64x32,w4,s4,g8": 255, "64x128x32,w4,s4,g8": 255,
+             "128x128x32,w8,s3,g8": 255},
+    (8, 4): {t: 255 for t in ("64x64x32,w4,s3,g8", "32x32x32,w2,s3,g8", "64x32x32,w2,s4,g8", "32x64x32,w2,s4,g8",
+                              "128x64x32,w4,s4,g8", "64x128x32,w4,s4,g8", "128x128x32,w8,s3,g8")},
+    (8, 2): {"64x64x32,w4,s3,g8": 168, "32x32x32,w2,s3,g8": 242, "64x32x32,w2,s4,g8": 255,
+             "32x64x32,w2,s4,g8": 168, "128x64x32,w4,s4,g8": 255, "64x128x32,w4,s4,g8": 255,
+             "128x128x32,w8,s3,g8": 255},
+    (9, 4): {"64x64x32,w4,s3,g8": 205, "32x32x32,w2,s3,g8": 255, "64x32x32,w2,s4,g8": 255,
+             "32x64x32,w2,s4,g8": 246, "128x64x32,w4,s4,g8": 255, "64x128x32,w4,s4,g8": 255,
+             "128x128x32,w8,s3,g8": 255},
+    (9, 2): {"64x64x32,w4,s3,g8": 168, "32x32x32,w2,s3,g8": 238, "64x32x32,w2,s4,g8": 255,
+             "32x64x32,w2,s4,g8": 168, "128x64x32,w4,s4,g8": 255, "64x128x32,w4,s4,g8": 255,
+             "128x128x32,w8,s3,g8": 255},
+}
+
+
+def estimate_smem_bytes(tile: TileConfig, elem_bytes: int = 4, depthwise: bool = False,
+                        compute_capability: str = "") -> int:
+    """Shared memory per block of the implicit-GEMM kernel; the direct depthwise kernel stages
+    nothing (0). With operands = (BM*BK + BK*BN) * elem_bytes (one A and one B tile):
+
+    - below sm_80 (no cp.async), whatever num_stages: for 4-byte elements one operand buffer (the
+      loads go through registers and are stored once for the FMA dot); for 2-byte elements the
+      larger of the two tiles at 4 bytes (max(BM*BK, BK*BN) * 4: widened to fp32 for the FMA
+      dot, A and B converted one after the other through one buffer);
+    - sm_80+, 4-byte elements: (num_stages - 1) buffers (at least one): cp.async keeps that many
+      gathered tiles in flight;
+    - sm_80+, 2-byte elements: the larger of one operand buffer (Triton pipelines no gathered
+      load narrower than 4 bytes) and BM*BN*elem_bytes (the tensor-core accumulator passes
+      through shared memory on its way to the store layout).
+
+    Checked against Triton 3.8.0 compiling the 7 shipped tiles for sm_70, sm_75, sm_80 and
+    sm_90 in fp32, fp16 and bf16 (`metadata.shared`, tests/kernels/test_occupancy.py): exact in
+    67 of 70 cases; sm_90's 64x128 16-bit tiles used 12288 B, not 16384 (wgmma), and sm_70's fp16
+    128x128 tile 32768 B, not 16384. Unknown compute
+    capability: sm_80's rule. Pass the compiled kernel's figure as `smem_bytes` when known."""
     if depthwise:
         return 0
-    return tile.num_stages * (tile.block_m * tile.block_k + tile.block_k * tile.block_n) * elem_bytes
+    operands = (tile.block_m * tile.block_k + tile.block_k * tile.block_n) * elem_bytes
+    if _major(compute_capability) < 8:
+        return operands if elem_bytes >= 4 else max(tile.block_m, tile.block_n) * tile.block_k * 4
+    if elem_bytes >= 4:
+        return max(1, tile.num_stages - 1) * operands
+    return max(operands, tile.block_m * tile.block_n * elem_bytes)
 
 
-def estimate_regs_per_thread(tile: TileConfig, elem_bytes: int = 4, depthwise: bool = False) -> int:
-    """Rough registers per thread: the fp32 accumulator (BM*BN / threads), one stage of
-    operands held in registers ((BM*BK + BK*BN) * elem_bytes / 4 / threads; for depthwise
-    the fp32 input tile, BM*BN / threads) and 32 for addresses, indices and the loop.
-    Rounded up to 8, capped at 255. Pass the compiler's real count when known
-    (`compiled_kernel.n_regs` on a GPU) to `resident_blocks(regs_per_thread=...)`."""
+def estimate_regs_per_thread(tile: TileConfig, elem_bytes: int = 4, depthwise: bool = False,
+                             compute_capability: str = "") -> int:
+    """Registers per thread: the compiled count of a shipped tile (`COMPILED_REGS`) when known for
+    this compute capability and element size; else a rough formula: the fp32 accumulator (BM*BN /
+    threads), one stage of operands held in registers ((BM*BK + BK*BN) * elem_bytes / 4 /
+    threads; for depthwise the fp32 input tile, BM*BN / threads) and 32 for addresses, indices
+    and the loop, rounded up to 8, capped at 255 (it undercounts the implicit GEMM's gathered
+    addresses). Pass the compiler's real count when known (`kernels.compiled_resources` on a
+    GPU) to `resident_blocks(regs_per_thread=...)`."""
+    if not depthwise:
+        known = COMPILED_REGS.get((_major(compute_capability), 4 if elem_bytes >= 4 else 2), {}).get(str(tile))
+        if known is not None:
+            return known
     threads = tile.num_threads
     acc = math.ceil(tile.block_m * tile.block_n / threads)
     if depthwise:
@@ -137,12 +204,14 @@ def resident_blocks(tile: TileConfig | str, preset: DevicePreset, regs_per_threa
     limit, threads (num_warps*32 per block), registers (allocated per warp in units of 256)
     and shared memory. 0 means the tile cannot launch on this device (too much shared
     memory for one block). `regs_per_thread` / `smem_bytes` default to the estimates
-    above for `elem_bytes`-wide inputs (4: fp32, 2: fp16/bf16)."""
+    above for `elem_bytes`-wide inputs (4: fp32, 2: fp16/bf16) on the preset's compute
+    capability; on a GPU pass the compiled kernel's (`kernels.compiled_resources`)."""
     tile = as_tile(tile)
+    cc = preset.compute_capability
     if regs_per_thread is None:
-        regs_per_thread = estimate_regs_per_thread(tile, elem_bytes, depthwise)
+        regs_per_thread = estimate_regs_per_thread(tile, elem_bytes, depthwise, cc)
     if smem_bytes is None:
-        smem_bytes = estimate_smem_bytes(tile, elem_bytes, depthwise)
+        smem_bytes = estimate_smem_bytes(tile, elem_bytes, depthwise, cc)
     if smem_bytes > preset.smem_per_block_bytes or tile.num_threads > preset.max_threads_per_sm:
         return 0
     by_threads = preset.max_threads_per_sm // tile.num_threads
@@ -163,7 +232,7 @@ def waves(spec: ConvSpec, tile: TileConfig | str, preset: DevicePreset, *,
     tile = as_tile(tile)
     elem_bytes = _ELEM_BYTES[spec.dtype]
     if smem_bytes is None:
-        smem_bytes = estimate_smem_bytes(tile, elem_bytes, spec.depthwise)
+        smem_bytes = estimate_smem_bytes(tile, elem_bytes, spec.depthwise, preset.compute_capability)
     resident = resident_blocks(tile, preset, regs_per_thread, smem_bytes,
                                elem_bytes=elem_bytes, depthwise=spec.depthwise)
     if resident < 1:

@@ -66,14 +66,11 @@ def make_runner(spec: ConvSpec, device: Device) -> Callable[[], torch.Tensor]:
                 return F.conv2d(x, w, None, stride, padding, dilation, spec.groups)
         return run
     if spec.backend == "triton":
-        from latprof.kernels import TileConfig, conv2d
+        from latprof.kernels import DEFAULT_TILE, Conv2dLaunch, TileConfig
 
-        tile = TileConfig.parse(spec.tile) if spec.tile else None
-
-        def run_triton() -> torch.Tensor:
-            kwargs = {"tile": tile} if tile is not None else {}
-            return conv2d(x, w, None, stride, padding, dilation, spec.groups, **kwargs)
-        return run_triton
+        # validated and allocated once: a call only launches (the checks stay out of the samples)
+        tile = TileConfig.parse(spec.tile) if spec.tile else DEFAULT_TILE
+        return Conv2dLaunch(x, w, None, stride, padding, dilation, spec.groups, tile)
     raise LatprofError(f"unknown backend {spec.backend!r}")
 
 

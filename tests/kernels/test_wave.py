@@ -59,27 +59,33 @@ def test_launch_grid_by_hand():
 
 def test_resident_blocks_by_hand():
     a100 = PRESETS["a100"]
-    # 64x64x32,w4,s3 in fp32 on an A100:
+    # 64x64x32,w4,s3 in fp32 on an A100 (sm_80):
     #   threads: 2048 // 128 = 16
-    #   smem: 3 stages * (64*32 + 32*64) * 4 B = 49152 B -> 167936 // 49152 = 3
-    #   regs: 4096/128 acc + 4096/128 operands + 32 = 96 per thread -> 3072 per warp
-    #         -> 65536 // 3072 = 21 warps -> 5 blocks of 4 warps
-    #   -> min(32, 16, 3, 5) = 3
-    assert resident_blocks(DEFAULT_TILE, a100) == 3
-    # 255 regs -> 8160, rounded to 8192 per warp -> 8 warps -> 2 blocks; no smem limit.
+    #   smem: (3 - 1) cp.async buffers * (64*32 + 32*64) * 4 B = 32768 B -> 167936 // 32768 = 5
+    #   regs: 255 (the compiled count, COMPILED_REGS) -> 8160, rounded to 8192 per warp
+    #         -> 65536 // 8192 = 8 warps -> 2 blocks of 4 warps
+    #   -> min(32, 16, 5, 2) = 2
+    assert resident_blocks(DEFAULT_TILE, a100) == 2
+    # given: 255 regs, no smem -> still the register limit, 2 blocks.
     assert resident_blocks(DEFAULT_TILE, a100, regs_per_thread=255, smem_bytes=0) == 2
-    # fp16 halves smem: 24576 B -> 6 blocks; regs 32 + 16 + 32 = 80 -> 2560/warp -> 25 warps -> 6 blocks.
-    assert resident_blocks(DEFAULT_TILE, a100, elem_bytes=2) == 6
+    # fp16: smem max(one buffer 8192, accumulator 64*64*2 = 8192) -> 20 blocks; regs 168 -> 5376
+    # per warp (21 units of 256) -> 65536 // 5376 = 12 warps -> 3 blocks.
+    assert resident_blocks(DEFAULT_TILE, a100, elem_bytes=2) == 3
     # Titan RTX: 1024 threads per SM, so 8-warp blocks -> at most 4 (smem 0 and few regs given).
     wide = TileConfig(64, 64, 32, num_warps=8)
     assert resident_blocks(wide, PRESETS["titan_rtx"], regs_per_thread=32, smem_bytes=0) == 4
 
 
 def test_tile_that_does_not_fit_is_an_error():
-    huge = TileConfig(128, 128, 64, num_warps=8, num_stages=4)  # 4*(8192+8192)*4 B = 256 KiB
+    # 128x128x64,s4 fp32: one buffer (8192 + 8192) * 4 B = 64 KiB on sm_75 (stages do not multiply
+    # it without cp.async): it fits a TITAN RTX's 64 KiB; on an A100 3 buffers, 192 KiB, do not.
+    big = TileConfig(128, 128, 64, num_warps=8, num_stages=4)
+    assert resident_blocks(big, PRESETS["titan_rtx"]) == 1
+    assert resident_blocks(big, PRESETS["a100"]) == 0
+    with pytest.raises(LatprofError, match="does not fit one SM of a100"):
+        waves(SPECS[0], big, PRESETS["a100"])
+    huge = TileConfig(128, 128, 128, num_warps=8, num_stages=1)  # one buffer of 128 KiB
     assert resident_blocks(huge, PRESETS["titan_rtx"]) == 0
-    with pytest.raises(LatprofError, match="does not fit one SM of titan_rtx"):
-        waves(SPECS[0], huge, PRESETS["titan_rtx"])
 
 
 def test_presets():
@@ -91,14 +97,14 @@ def test_presets():
 
 
 def test_c_out_edges_a100():
-    # 64->c 3x3 @56x56, batch 1, fp32, 64x64x32 on an A100: 49 row tiles, resident 3 (above),
-    # so 108*3 = 324 slots. tiles = 49 * ceil(c/64); waves = ceil(tiles / 324):
-    #   ceil(c/64) = 1..6  (c <= 384): tiles <= 294 -> 1 wave
-    #   ceil(c/64) = 7     (c = 385):  343 -> 2 waves      <- edge 385
-    #   ceil(c/64) = 13    (c <= 832): 637 -> 2 waves
-    #   ceil(c/64) = 14    (c = 833):  686 -> 3 waves      <- edge 833
+    # 64->c 3x3 @56x56, batch 1, fp32, 64x64x32 on an A100: 49 row tiles, resident 2 (above),
+    # so 108*2 = 216 slots. tiles = 49 * ceil(c/64); waves = ceil(tiles / 216):
+    #   ceil(c/64) = 1..4  (c <= 256): tiles <= 196 -> 1 wave
+    #   ceil(c/64) = 5     (c = 257):  245 -> 2 waves      <- edge 257
+    #   ceil(c/64) = 9     (c = 513):  441 -> 3 waves      <- edge 513
+    #   ceil(c/64) = 14    (c = 833):  686 -> 4 waves      <- edge 833
     spec = ConvSpec(c_in=64, c_out=64, h=56, w=56)
-    assert predicted_edges(spec, DEFAULT_TILE, PRESETS["a100"], "c_out", max_channels=1024) == [385, 833]
+    assert predicted_edges(spec, DEFAULT_TILE, PRESETS["a100"], "c_out", max_channels=1024) == [257, 513, 833]
     assert predicted_edges(spec, DEFAULT_TILE, PRESETS["a100"], "c_out") == []  # up to the spec's 64
 
 
