@@ -53,9 +53,13 @@ from latprof.staircase import options
               help="SGD steps per candidate (--fitness accuracy).")
 @click.option("--fitness-epochs", type=click.IntRange(min=1), help="Train each candidate this many epochs instead.")
 @click.option("--train-device", help="Where candidates train (default: a GPU if present).")
+@click.option("--cuda-graphs", is_flag=True,
+              help="GPU tables: time whole models as CUDA graph replays (no per-kernel launch cost), and the "
+                   "original and the final model eager too, to say whether they are launch-bound.")
 def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weights_prev, batch, dtype, backend,
               input_size, min_keep, keep_residual, for_device, force, seed, out, export, compare, json_path,
-              plot_path, no_measure, quick, fitness, data_spec, fitness_steps, fitness_epochs, train_device):
+              plot_path, no_measure, quick, fitness, data_spec, fitness_steps, fitness_epochs, train_device,
+              cuda_graphs):
     """Prune MODEL (a name, file.py:factory, or a trained model.pt) to a latency target using only a
     latency table, then measure it if the table's device is this machine."""
     from latprof.prune import pipeline as pruning
@@ -68,7 +72,7 @@ def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weig
         min_keep=min_keep, keep_residual=keep_residual, seed=seed, device=for_device, force=force, out=out,
         export=export, compare=compare, measure=False if no_measure else None,
         quick=quick or env.quick_protocol(), fitness=fitness, data=data_spec, fitness_steps=fitness_steps,
-        fitness_epochs=fitness_epochs, train_device=train_device)
+        fitness_epochs=fitness_epochs, train_device=train_device, cuda_graphs=cuda_graphs)
     r = pruning.run(cfg)
     _print_prune(r, no_measure)
     if json_path is not None:
@@ -122,6 +126,14 @@ def _print_prune(r, no_measure: bool = False) -> None:
     if r.pruned.measured_ratio is not None:
         click.echo("measured: each model timed in interleaved rounds next to the original; 'x orig' is the median "
                    "per-round ratio, and ms = ratio x the original's latency pooled over the sessions")
+    if r.cuda_graphs:
+        click.echo("timing   whole models as CUDA graph replays (--cuda-graphs); eager for comparison:")
+        for name, v in r.launch.items():
+            verdict = ("launch-bound: the host issuing kernels, not the GPU's work, sets its eager latency; "
+                       "pruning channels cannot help it (run it as a CUDA graph, or at a larger batch)"
+                       if v["launch_bound"] else "not launch-bound")
+            click.echo(f"launch   {name}: eager {_ms(v['eager_ms']).strip()} ms, graph "
+                       f"{_ms(v['graph_ms']).strip()} ms (eager/graph {v['eager_over_graph']:.2f}): {verdict}")
     for p in r.peers:
         same = r.peer_macs_at_equal_latency.get(p.name)
         at = (f"; at latprof's measured latency it would keep {same / 1e6:.1f} MMACs, latprof "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +35,8 @@ class Session:
 
 def measure_session(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,
                     protocol: Protocol, rounds: int | None = None, seed: int = 0,
-                    baseline_us: float | None = None, layout: str = "nchw") -> Session:
+                    baseline_us: float | None = None, layout: str = "nchw",
+                    graphs: bool | Sequence[bool] = False) -> Session:
     """Time each model's forward pass at `batch` in interleaved rounds with the reference
     (`interleaved_round`, as the sweeps are); every model is sampled once per round, warm: one
     untimed call right before its sample, as a model serving requests runs back to back. (Cold,
@@ -46,17 +48,24 @@ def measure_session(models: list[nn.Module], input_size, batch: int, dtype: str,
     of the table: the callers' models stay where they were. `baseline_us`: the reference
     latency to normalise to; pass the table's (`meta["reference"]["baseline_us"]`) so that
     measurements taken in different calls, and the table's own rows, are on one scale.
-    Default: this call's median reference reading."""
+    Default: this call's median reference reading. `graphs`: time a model (all, or those whose
+    entry is True) as the replay of a CUDA graph captured after its warm-up (`CudaClock.graphed`)
+    instead of eager calls; the same model may be passed twice, eager and graphed."""
     dt = backends.DTYPES[dtype]
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     x = torch.randn(batch, *input_size).to(device.torch_device, dt).contiguous(memory_format=fmt)
     items = []
-    for m in models:
+    graphed = [graphs] * len(models) if isinstance(graphs, bool) else list(graphs)
+    if len(graphed) != len(models):
+        raise ValueError(f"internal: {len(graphed)} graph flags for {len(models)} models")
+    for m, graph in zip(models, graphed):
         m = copy.deepcopy(m).to(device.torch_device, dt, memory_format=fmt).eval()
 
         def run(m=m):
             with torch.inference_mode():
                 return m(x)
+        if graph:
+            run = clock.graphed(run)
         reps = clock.warmup(run, protocol.warmup_s * 3, protocol.min_sample_s)
         items.append(_Shape(None, run, reps, prime=True))
     label, ref_fn = backends.reference_runner(device, dtype)
@@ -69,6 +78,18 @@ def measure_session(models: list[nn.Module], input_size, batch: int, dtype: str,
     base = baseline_us or ref.baseline()
     stats = [summarize(np.asarray(it.samples) * base / ref.at(it.times)) for it in items]
     return Session(stats, [np.asarray(it.samples, dtype=float) for it in items])
+
+
+#: Eager time over CUDA-graph time from which a whole model is called launch-bound: at 1.5 a
+#: third of its eager latency is the host issuing kernels while the GPU waits, and pruning
+#: channels shrinks only the GPU's part (docs/protocol.md, "Whole models on a GPU").
+LAUNCH_BOUND_RATIO = 1.5
+
+
+def eager_over_graph(session: Session, eager: int, graph: int) -> float:
+    """Median per-round ratio of model `eager`'s sample over model `graph`'s (the same model timed
+    both ways in one session)."""
+    return float(np.median(session.raw[eager] / session.raw[graph]))
 
 
 def measure_models(models: list[nn.Module], input_size, batch: int, dtype: str, device: Device, clock: Clock,

@@ -185,6 +185,10 @@ class Clock:
     def gpu_state(self) -> dict:
         return {}
 
+    def graphed(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """CUDA graphs exist only on a CUDA clock (`CudaClock.graphed`); callers refuse before."""
+        raise RuntimeError("internal: CUDA graph replay needs a CUDA clock")
+
 
 #: NVML clock-event ("throttle") reasons that slow the GPU down on their own: hardware slowdown,
 #: software and hardware thermal slowdown, hardware power brake (nvml.h bit values; pynvml names
@@ -199,6 +203,10 @@ THROTTLE_REASONS_COUNTED = 0x8 | 0x20 | 0x40 | 0x80
 WARMUP_ESTIMATE_CALLS = 5
 #: Most warm-up calls after the estimate, whatever it says (a launch-bound call of a few us).
 WARMUP_MAX_CALLS = 1000
+#: Calls on a side stream before a CUDA graph is captured (as the `torch.cuda.graphs` notes
+#: advise): cuDNN autotuning, lazy initialisation and the allocator's first blocks, none of which
+#: may happen during capture.
+GRAPH_WARMUP_CALLS = 3
 
 
 class CudaClock(Clock):
@@ -288,6 +296,26 @@ class CudaClock(Clock):
             fn()
         self.sync()
         return 1
+
+    def graphed(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """`fn` captured once as a CUDA graph; returns the graph's `replay`: every kernel `fn`
+        launches, issued by one launch (whole-model timing without the host's per-kernel launch
+        cost, `latprof prune --cuda-graphs`). `fn` runs `GRAPH_WARMUP_CALLS` times on a side stream
+        first, then once under capture; replays reuse the tensors `fn` closes over and write its
+        outputs into the graph's private memory pool. Kept alive by the returned method."""
+        self.check_entered()
+        side = self.cuda.Stream()
+        side.wait_stream(self.cuda.current_stream())
+        with self.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_CALLS):
+                fn()
+        self.cuda.current_stream().wait_stream(side)
+        self.sync()
+        graph = self.cuda.CUDAGraph()
+        with self.cuda.graph(graph):
+            fn()
+        self.sync()
+        return graph.replay
 
     def gpu_state(self) -> dict:
         """SM clock, temperature and whether a reason that lowers clocks was set

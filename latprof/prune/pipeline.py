@@ -20,7 +20,7 @@ from latprof.measure import device as devices
 from latprof.measure.timing import Clock, CudaClock, Protocol, summarize
 from latprof.prune import baselines, latmodel, surgery
 from latprof.prune.report import PruneReport, candidate
-from latprof.prune.timer import Timer, scaled
+from latprof.prune.timer import Timer, add_launch_check, check_cuda_graphs, scaled
 from latprof.prune import graph as graphs
 from latprof.spec import Context
 from latprof.staircase import options
@@ -72,6 +72,7 @@ class PruneConfig:
     fitness_epochs: int | None = None
     train_device: str | None = None
     search_options: dict = field(default_factory=dict)   # passed to the searcher (e.g. evo's population)
+    cuda_graphs: bool = False          # time whole models as CUDA graph replays (`Timer.cuda_graphs`)
 
 
 def _device_present(table: LatencyTable) -> devices.Device | None:
@@ -151,6 +152,8 @@ def run(cfg: PruneConfig) -> PruneReport:
             report.original.measured_ratio = 1.0
             report.target_ms = target_us() / 1e3
             report.sessions = len(timer.sessions_us)
+            if timer.cuda_graphs:   # the original and the final model eager too: launch-bound?
+                add_launch_check(report, timer, {"original": setup.original, report.pruned.name: found.pruned})
     if cfg.data:  # accuracy before search and of the pruned model before fine-tuning (test split)
         from latprof.train import data as datasets
         from latprof.train.loop import eval_loader, evaluate
@@ -195,6 +198,7 @@ def make_timer(cfg: PruneConfig, setup: Setup) -> Timer | None:
     here = _device_present(setup.table) if cfg.measure is not False else None
     if cfg.measure and here is None:
         raise LatprofError("--measure: the table's device is not this machine; prune without measuring")
+    setup.warnings += check_cuda_graphs(cfg.cuda_graphs, setup.table.device, measuring=here is not None)
     if here is None:
         return None
     # whole models are timed with the thread count the table was measured with
@@ -204,7 +208,7 @@ def make_timer(cfg: PruneConfig, setup: Setup) -> Timer | None:
     clock = (CudaClock(here.torch_device, cudnn_benchmark=benchmark) if here.kind == "cuda"
              else Clock(threads, pin=protocol.pin, malloc=protocol.steady_malloc))
     baseline = (setup.table.meta.get("reference") or {}).get("baseline_us")
-    return Timer(here, clock, protocol, setup.ctx, setup.size, baseline, setup.original)
+    return Timer(here, clock, protocol, setup.ctx, setup.size, baseline, setup.original, cuda_graphs=cfg.cuda_graphs)
 
 
 def calibrate(cfg: PruneConfig, setup: Setup, timer: Timer) -> None:

@@ -52,6 +52,9 @@ class PruneReport:
     search_note: str = ""        # what the searcher says of its result (e.g. dp fell back to evo, and why)
     target_ratio: float | None = None   # --target-ratio: the target as a share of the original's latency
     sessions: int = 0            # whole-model timing sessions the original's latency is pooled over
+    cuda_graphs: bool = False    # whole models timed as CUDA graph replays (--cuda-graphs)
+    #: with --cuda-graphs, per model name: graph_ms, eager_ms, eager_over_graph, launch_bound
+    launch: dict = field(default_factory=dict)
     fits: dict = field(default_factory=dict, repr=False)  # root conv -> its c_out LineFit, for plots; not saved
 
     @property

@@ -9,7 +9,8 @@ import numpy as np
 import torch.nn as nn
 
 from latprof.measure import device as devices
-from latprof.measure.modeltime import measure_session
+from latprof.errors import LatprofError
+from latprof.measure.modeltime import LAUNCH_BOUND_RATIO, eager_over_graph, measure_session
 from latprof.measure.timing import Clock, Protocol, Stats, summarize
 from latprof.spec import Context
 
@@ -38,6 +39,7 @@ class Timer:
     baseline_us: float | None
     original: nn.Module | None = None
     sessions_us: list = field(default_factory=list)   # the original's normalised median, each session
+    cuda_graphs: bool = False       # time every model as a CUDA graph replay (`prune --cuda-graphs`)
 
     def ratios(self, nets: list[nn.Module]) -> list[np.ndarray]:
         """Each model's per-round latency over the original's, from one interleaved session. The
@@ -48,7 +50,7 @@ class Timer:
         k = ORIGINAL_COPIES
         session = measure_session([self.original] * k + list(nets), self.size, self.ctx.batch, self.ctx.dtype,
                                   self.here, self.clock, self.protocol, baseline_us=self.baseline_us,
-                                  layout=self.ctx.layout)
+                                  layout=self.ctx.layout, graphs=self.cuda_graphs)
         self.sessions_us.append(float(np.mean([st.p50 for st in session.stats[:k]])))
         base = np.mean(session.raw[:k], axis=0)
         return [r / base for r in session.raw[k:]]
@@ -64,6 +66,14 @@ class Timer:
         stats = [scaled(summarize(r), scale) for r in ratios]
         return stats if summary else [st.p50 for st in stats]
 
+    def eager_over_graph(self, nets: list[nn.Module]) -> list[float]:
+        """Each model's eager latency over its CUDA-graph latency: both timed in one session, the
+        median of the per-round ratios (`modeltime.LAUNCH_BOUND_RATIO` says when it is launch-bound)."""
+        session = measure_session([m for net in nets for m in (net, net)], self.size, self.ctx.batch, self.ctx.dtype,
+                                  self.here, self.clock, self.protocol, baseline_us=self.baseline_us,
+                                  layout=self.ctx.layout, graphs=[False, True] * len(nets))
+        return [eager_over_graph(session, 2 * i, 2 * i + 1) for i in range(len(nets))]
+
     def original_stats(self) -> Stats:
         """The original's latency: its medians over the sessions (us)."""
         return summarize(self.sessions_us)
@@ -71,3 +81,28 @@ class Timer:
 
 def scaled(st: Stats, k: float) -> Stats:
     return Stats(st.p10 * k, st.p25 * k, st.p50 * k, st.p75 * k, st.p90 * k, st.min * k, st.mean * k, st.n)
+
+
+def check_cuda_graphs(wanted: bool, table_device: dict, measuring: bool) -> list[str]:
+    """`prune --cuda-graphs`: refused for a CPU table; the warning to report when nothing is
+    measured on this machine (the option then changes nothing)."""
+    if not wanted:
+        return []
+    if table_device.get("kind") != "cuda":
+        raise LatprofError(f"--cuda-graphs replays whole models as CUDA graphs, but the table was measured on "
+                           f"{table_device.get('name') or 'the CPU'}; prune without --cuda-graphs")
+    if not measuring:
+        return ["--cuda-graphs has no effect: no model is measured on this machine (it is not the table's GPU)"]
+    return []
+
+
+def add_launch_check(report, timer: Timer, nets: dict[str, nn.Module]) -> None:
+    """With --cuda-graphs: time the original and the final model eager as well (`eager_over_graph`)
+    and record, per model, its graph and eager latency and whether it is launch-bound
+    (`modeltime.LAUNCH_BOUND_RATIO`). `nets`: the report's candidate name -> that model."""
+    cands = {c.name: c for c in (report.original, report.pruned)}
+    report.cuda_graphs = True
+    for name, ratio in zip(nets, timer.eager_over_graph(list(nets.values()))):
+        graph_ms = cands[name].measured_ms
+        report.launch[name] = {"graph_ms": graph_ms, "eager_ms": graph_ms * ratio if graph_ms else None,
+                               "eager_over_graph": ratio, "launch_bound": ratio >= LAUNCH_BOUND_RATIO}
