@@ -68,12 +68,14 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
     fits += list({(lay.inp.line.base, lay.inp.line.axis): lay.inp for lay in layers}.values())
     steptable.write_steps(steptable.steps_path(table_path), fits, t)
     frame = st.layer_frame(layers)
+    frame["kernels"] = edge_kernels(t, layers)
     if fmt == "json":
         click.echo(frame.to_json(orient="records", indent=1))
     elif fmt == "csv":
         flat = frame.copy()
         for col in ("edges", "jump_pct", "z", "efficient", "saving_pct", "outliers"):
             flat[col] = flat[col].map(lambda v: " ".join(map(str, v)))
+        flat["kernels"] = flat["kernels"].map(" | ".join)     # kernel names hold spaces and ';', not '|' 
         click.echo(flat.to_csv(index=False), nl=False)
     else:
         click.echo(f"{model} on {t.device.get('name')} [{ctx.backend}, batch {ctx.batch}, {ctx.dtype}]: "
@@ -84,6 +86,9 @@ def steps(model, table_path, batch, dtype, backend, input_size, fmt, plot_dir, m
                        f"{len(r.edges):3d} steps  efficient below: {eff or '-'}")
             if len(r.edges):
                 click.echo(_edge_line(r))
+            for c, change in zip(r.edges, r.kernels):
+                if change:
+                    click.echo(f"{'':26s} kernel at {c}: {change}")
         check = options.grid_check(t, layers) if grid_check else ()
         if len(check):
             err = check["rel_error"].abs()
@@ -108,12 +113,52 @@ def _edge_line(r) -> str:
     return f"{'':26s} edges: {edges}{outl}"
 
 
+def edge_kernels(t, layers) -> list[list[str]]:
+    """Per layer, per edge of its c_out line: "below -> at" when the kernel names the table
+    recorded (`algo`: cuDNN or Triton kernels on CUDA, oneDNN implementations on the CPU) differ
+    between the last measured count below the edge and the first at or above it, else "" (the
+    same kernel, or a side without names). A change at an edge explains the step."""
+    from latprof.spec import KEY_FIELDS
+    from latprof.tables.io import failed_rows
+
+    df = t.df[~failed_rows(t.df)]
+    named = df[df["algo"].fillna("").astype(str) != ""] if "algo" in df.columns else df.iloc[:0]
+    algo = dict(zip(named[list(KEY_FIELDS)].itertuples(index=False, name=None), named["algo"].astype(str)))
+    out = []
+    for lay in layers:
+        f = lay.out
+        changes = []
+        for c in (f.fit.edges if f.fit is not None else ()):
+            below = [n for n in f.channels if n < c]
+            above = [n for n in f.channels if n >= c]
+            a = algo.get(f.line.spec_at(below[-1]).key(), "") if below else ""
+            b = algo.get(f.line.spec_at(above[0]).key(), "") if above else ""
+            changes.append(f"{a} -> {b}" if a and b and a != b else "")
+        out.append(changes)
+    return out
+
+
 def _predicted_edges(t, ctx, layers, preset, tile) -> dict:
     from latprof.kernels import DEFAULT_TILE, TileConfig, predicted_edges
 
     dev = _wave_device(t.device, preset)
     cfg = TileConfig.parse(tile) if tile else (TileConfig.parse(ctx.tile) if ctx.tile else DEFAULT_TILE)
-    return {lay.name: predicted_edges(lay.spec, cfg, dev, "c_out") for lay in layers}
+    out = {}
+    for lay in layers:
+        regs, smem = _resources_here(t.device, lay.spec, cfg) or (None, None)
+        out[lay.name] = predicted_edges(lay.spec, cfg, dev, "c_out", regs_per_thread=regs, smem_bytes=smem)
+    return out
+
+
+def _resources_here(device: dict, spec, tile):
+    """(registers, shared memory) of the Triton kernel compiled on this machine's GPU when it is
+    the table's (`kernels.compiled_resources`); None otherwise: the wave model estimates them."""
+    from latprof.kernels import compiled_resources
+    from latprof.measure import device as devices
+
+    if device.get("kind") != "cuda" or device.get("name") not in devices.visible_gpus():
+        return None
+    return compiled_resources(spec.replace(backend="triton", tile=str(tile)), tile)
 
 
 def _wave_device(device: dict, preset: str | None):
@@ -152,7 +197,7 @@ def _wave_device(device: dict, preset: str | None):
 def wave(model, layer, preset, table_path, tile, batch, dtype, axis, plot_path):
     """Predict step edges of a model's convs from the wave model (no GPU needed)."""
     from latprof import models
-    from latprof.kernels import TileConfig, get_preset, predicted_edges, predicted_latency_curve, waves
+    from latprof.kernels import TileConfig, dot_note, get_preset, predicted_edges, predicted_latency_curve, waves
 
     if table_path is not None:
         from latprof.tables import remote
@@ -170,6 +215,8 @@ def wave(model, layer, preset, table_path, tile, batch, dtype, axis, plot_path):
     elif plot_path is not None:
         raise click.BadParameter("--plot draws one layer: give --layer")
     click.echo(f"{dev.name}: {dev.sm_count} SMs; tile {cfg}; batch {batch} {dtype}; steps along {axis}")
+    if dot_note(dev.compute_capability):
+        click.echo(f"note     {dot_note(dev.compute_capability)}")
     for lay in layers:
         spec = lay.spec.replace(batch=batch, dtype=dtype, backend="triton", tile=str(cfg))
         edges = predicted_edges(spec, cfg, dev, axis)
