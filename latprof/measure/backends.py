@@ -19,8 +19,13 @@ from latprof.spec import ConvSpec
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def check(backend: str, device: Device) -> None:
-    """Refuse combinations that cannot run, before any work is done."""
+def check(backend: str, device: Device, dtypes=()) -> None:
+    """Refuse combinations that cannot run, before any work is done. `dtypes`: those the sweep
+    measures (bfloat16 needs sm_80 on CUDA)."""
+    cc = str(device.identity.get("compute_capability") or "")
+    if device.kind == "cuda" and "bfloat16" in dtypes and cc.split(".")[0].isdigit() and int(cc.split(".")[0]) < 8:
+        raise LatprofError(f"{device.name} (sm_{cc.replace('.', '')}) has no bfloat16 convolutions (cuDNN and "
+                           "Triton need sm_80 or newer); measure float16 or float32 (--dtype float16)")
     if backend == "cpu" and device.kind != "cpu":
         raise LatprofError("--backend cpu profiles the CPU; use --device cpu (or --backend cudnn on a GPU)")
     if backend in ("cudnn", "triton") and device.kind != "cuda":

@@ -143,7 +143,7 @@ def _plan_request(cfg: SweepConfig, dev: devices.Device) -> SweepPlan:
         raise LatprofError(f"--backend {cfg.backend} disagrees with the request's backend(s) {', '.join(used)}; "
                            "leave out --backend")
     for backend in used:
-        backends.check(backend, dev)
+        backends.check(backend, dev, {s.dtype for s in bases})
     if "triton" in used:
         from latprof.kernels import TileConfig
 
@@ -190,7 +190,7 @@ def run(cfg: SweepConfig) -> SweepSummary:
     dev = devices.select(cfg.device, cfg.gpu)
     backend = cfg.backend or backends.default_backend(dev)
     if cfg.request is None:
-        backends.check(backend, dev)
+        backends.check(backend, dev, {cfg.dtype})
         if backend == "triton" and not cfg.tile:
             raise LatprofError("--backend triton needs --tile, e.g. --tile 64x64x32,w4,s3")
         if cfg.tile and backend != "triton":
