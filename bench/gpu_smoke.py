@@ -13,7 +13,10 @@ One verdict per check (PASS, WARN, FAIL, SKIP), in under 5 minutes on a current 
   wave       a Triton fp16 line (c_out 4..256 step 4) fitted against the wave model's predicted
              edges (the device built from the recorded SM count and compute capability)
   prune      `latprof sweep` of small_cifar10 in fp16 (its own table: prune needs a model's lines),
-             then `latprof prune` with measurement (calibration, closed loop, report)
+             then `latprof prune` with measurement (calibration, closed loop, report), then again
+             with --cuda-graphs (the report's eager/graph ratios and launch-bound verdicts)
+  graphs     CudaClock.graphed: a captured small_cifar10 replays its eager output; eager and graph
+             timed in one session (batch 1 and 32, fp16): graph not slower than eager (+5 %)
 
 Without a CUDA GPU it says it skipped and exits 0. With --out DIR it also writes
 gpu_smoke_<device>.json and .md there (commit them under bench/results/). Exit status 1 when a
@@ -35,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = ("identity", "kernels", "timing", "warmup", "line", "wave", "prune")
+CHECKS = ("identity", "kernels", "timing", "warmup", "line", "wave", "prune", "graphs")
 #: latprof's median and do_bench's must agree this closely.
 TIMING_TOLERANCE = 0.05
 #: The warm-up of a ~5 ms conv must end within this wall time (the old loop took ~5 s).
@@ -204,6 +207,8 @@ class Smoke:
         from latprof.spec import ConvSpec
         from latprof.staircase.fit import fit_steps
 
+        from latprof.kernels import compiled_resources
+
         preset = preset_from_identity(self.dev.identity)
         if preset is None:
             self.record("wave", "SKIP", f"the wave model knows no sm_{self.dev.identity.get('compute_capability')}")
@@ -214,15 +219,17 @@ class Smoke:
         df = t.df.sort_values("c_out")
         fit = fit_steps(df["c_out"].tolist(), df["latency_norm_us_p50"].tolist())
         full = ConvSpec(c_in=64, c_out=256, h=hw, w=hw, batch=8, dtype="float16", backend="triton", tile=str(tile))
-        predicted = predicted_edges(full, tile, preset, "c_out")
+        regs, smem = compiled_resources(full, tile) or (None, None)      # the kernel as compiled here
+        predicted = predicted_edges(full, tile, preset, "c_out", regs_per_thread=regs, smem_bytes=smem)
         recall, precision = edge_agreement(predicted, fit.edges, step)
         lat = df["latency_norm_us_p50"].to_numpy()
         self.record("wave", "PASS" if recall >= WAVE_RECALL else "WARN",
                     f"{preset.name} ({preset.sm_count} SMs), 64->4..256 @{hw}x{hw} b8 fp16, tile {tile}: predicted "
                     f"edges {predicted}, measured {list(fit.edges)} ({len(df)} rows in {s.seconds:.1f} s, "
                     f"{lat[0]:.1f} .. {lat[-1]:.1f} us); recall {recall:.0%}, precision {precision:.0%} "
-                    f"(within {step} channels)",
-                    predicted=predicted, measured=list(fit.edges), recall=recall, precision=precision)
+                    f"(within {step} channels); compiled: {regs} registers, {smem} B shared",
+                    predicted=predicted, measured=list(fit.edges), recall=recall, precision=precision,
+                    compiled_regs=regs, compiled_smem=smem)
 
     def prune(self) -> None:
         table, out = self.tmp / "small_cifar10.parquet", self.tmp / "prune"
@@ -235,6 +242,9 @@ class Smoke:
             base + ["prune", "small_cifar10", "--table", str(table), "--target-ms", "1000", "--quick", "--compare",
                     "--out", str(out), "--json", str(out / "report.json")],
         ]
+        graphs_out = self.tmp / "prune-graphs"
+        steps.append(base + ["prune", "small_cifar10", "--table", str(table), "--target-ms", "1000", "--quick",
+                             "--cuda-graphs", "--out", str(graphs_out), "--json", str(graphs_out / "r.json")])
         for cmd in steps:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                                   env={**os.environ, "TRITON_INTERPRET": "0"})
@@ -243,13 +253,55 @@ class Smoke:
                 self.record("prune", "FAIL", f"`{' '.join(cmd[2:4])}` exited {proc.returncode}: {tail}")
                 return
         rep = json.loads((out / "report.json").read_text())
+        graphed = json.loads((graphs_out / "r.json").read_text())
         o, p = rep["original"], rep["pruned"]
         measured = o.get("measured_ms") is not None and p.get("measured_ms") is not None
-        self.record("prune", "PASS" if measured else "FAIL",
+        launch = graphed.get("launch", {})
+        ok = measured and graphed.get("cuda_graphs") is True and len(launch) == 2
+        self.record("prune", "PASS" if ok else "FAIL",
                     f"small_cifar10 fp16 b8: original {o.get('predicted_ms'):.3f} ms predicted / "
                     f"{o.get('measured_ms')} measured, pruned {p.get('predicted_ms'):.3f} / {p.get('measured_ms')}; "
-                    f"target met: {rep.get('target_met')}; warnings: {len(rep.get('warnings', []))}",
-                    report={k: rep.get(k) for k in ("original", "pruned", "target_ms", "target_met", "warnings")})
+                    f"target met: {rep.get('target_met')}; warnings: {len(rep.get('warnings', []))}; --cuda-graphs: "
+                    + ", ".join(f"{k} eager/graph {v['eager_over_graph']:.2f} (launch-bound: {v['launch_bound']})"
+                                for k, v in launch.items()),
+                    report={k: rep.get(k) for k in ("original", "pruned", "target_ms", "target_met", "warnings")},
+                    launch=launch)
+
+    def graphs(self) -> None:
+        import torch
+
+        from latprof import models
+        from latprof.measure.modeltime import LAUNCH_BOUND_RATIO, eager_over_graph, measure_session
+        from latprof.measure.timing import Protocol
+
+        net, size = models.load("small_cifar10")
+        net = net.to(self.dev.torch_device, torch.float16).eval()
+        x = torch.randn(1, *size, device=self.dev.torch_device, dtype=torch.float16)
+        out = {}
+
+        def run():
+            with torch.inference_mode():
+                out["y"] = net(x)
+                return out["y"]
+        rows, ok = {}, True
+        with self.clock() as clock:
+            want = run().clone()
+            replay = clock.graphed(run)
+            replay()
+            clock.sync()
+            same = bool(torch.allclose(out["y"].float(), want.float(), atol=1e-2, rtol=1e-2))
+            for batch in (1, 32):
+                session = measure_session([net, net], size, batch, "float16", self.dev, clock, Protocol.quick(),
+                                          graphs=[False, True])
+                ratio = eager_over_graph(session, 0, 1)
+                rows[batch] = {"eager_us": session.stats[0].p50, "graph_us": session.stats[1].p50, "ratio": ratio,
+                               "launch_bound": ratio >= LAUNCH_BOUND_RATIO}
+                ok = ok and ratio >= 1 / 1.05
+        detail = "; ".join(f"batch {b}: eager {v['eager_us']:.0f} us, graph {v['graph_us']:.0f} us, eager/graph "
+                           f"{v['ratio']:.2f}{' (launch-bound)' if v['launch_bound'] else ''}" for b, v in rows.items())
+        self.record("graphs", "PASS" if same and ok else "FAIL",
+                    f"small_cifar10 fp16: replay {'matches' if same else 'DIFFERS FROM'} eager; {detail}",
+                    batches=rows, same_output=same)
 
 
 # --- main ---------------------------------------------------------------------------------------
