@@ -124,12 +124,15 @@ def dot_note(compute_capability: str) -> str | None:
 #: -v for sm_75, sm_80 and sm_90a; `bench/probes/triton_resources.py` reproduces them without a
 #: GPU). The formula in `estimate_regs_per_thread` said 64-144 for these tiles: it leaves out the
 #: gathered im2col addresses (a 64-bit pointer and a mask per loaded element). 255 means the
-#: compiler also spilled. Left out: 16-bit below sm_80 (FMA dot, see `dot_note`; its ptxas
-#: counts were erratic). On a GPU, `kernels.compiled_resources` reads the real count instead.
+#: compiler also spilled. Below sm_80 the numbers are sm_75's (sm_70's agree but for two fp32
+#: tiles); left out: 16-bit 128x128x32 below sm_80 (ptxas said 32-64 registers and spilled
+#: 7-13 KB). On a GPU, `kernels.compiled_resources` reads the real count instead.
 COMPILED_REGS: dict[tuple[int, int], dict[str, int]] = {
     (7, 4): {"64x64x32,w4,s3,g8": 168, "32x32x32,w2,s3,g8": 241, "64x32x32,w2,s4,g8": 255,
              "32x64x32,w2,s4,g8": 200, "128x64x32,w4,s4,g8": 255, "64x128x32,w4,s4,g8": 255,
              "128x128x32,w8,s3,g8": 255},
+    (7, 2): {t: 255 for t in ("64x64x32,w4,s3,g8", "32x32x32,w2,s3,g8", "64x32x32,w2,s4,g8", "32x64x32,w2,s4,g8",
+                              "128x64x32,w4,s4,g8", "64x128x32,w4,s4,g8")},
     (8, 4): {t: 255 for t in ("64x64x32,w4,s3,g8", "32x32x32,w2,s3,g8", "64x32x32,w2,s4,g8", "32x64x32,w2,s4,g8",
                               "128x64x32,w4,s4,g8", "64x128x32,w4,s4,g8", "128x128x32,w8,s3,g8")},
     (8, 2): {"64x64x32,w4,s3,g8": 168, "32x32x32,w2,s3,g8": 242, "64x32x32,w2,s4,g8": 255,
