@@ -13,7 +13,10 @@ import math
 import numpy as np
 import ruptures as rpt
 from ruptures.base import BaseCost
-from scipy.stats import binom, chi2
+from scipy.stats import chi2
+
+from latprof.staircase.period import DENSE_PAIRS, infer_period, step_period  # noqa: F401 (re-exported)
+from latprof.staircase.period import aligned as _aligned, dense as _dense, tile_steps
 
 #: Cost units are chi-square; a sloped segment must buy this much over a flat one.
 SLOPE_PENALTY = 6.0
@@ -26,11 +29,6 @@ SE_FLOOR_SHARE = 0.5
 #: (on) and anywhere else (off, also added to the merge threshold); an aligned boundary's merge
 #: threshold drops by 2 ln w, to no less than Z_ALIGNED^2.
 PRIOR_ON, PRIOR_OFF, Z_ALIGNED = -2.0, 6.0, 2.5
-#: A line is *dense* when it has this many neighbour pairs (counts c - 1 and c both measured)
-#: and holds at least half the counts of its span. Only then are tau and the period read from neighbour
-#: differences: in a sparse sweep neighbours are measured where an edge was bisected, so their
-#: differences are steps, not noise.
-DENSE_PAIRS = 16
 #: Extra merge threshold (chi-square) of a one-point segment whose neighbours are measured close
 #: by: a level seen at a single count of a dense line is more often noise than a plateau.
 ONE_POINT_EXTRA = 6.0
@@ -43,8 +41,6 @@ OUTLIER_REACH = 2
 #: variance, is that of a chi-square with one degree of freedom: low, because the differences
 #: that straddle an edge sit in the upper tail (a quarter of them with 4-count tiles).
 TAU_Q = 0.30
-#: A tile width is inferred only when its alignment with the edges has this chance probability or less.
-PERIOD_P = 1e-4
 #: With a period, a segment becomes a staircase of its tiles when that lowers its chi-square by this.
 STAIR_CHI2 = 12.0
 #: Fewest points of a segment with a slope of its own (others share the line's common slope).
@@ -229,6 +225,7 @@ class Segmenter:
                 if bounds == before:
                     break
             bounds = self.split_staircases(cost, bounds)
+            bounds = self.tile_edges(cost, bounds)
             new = self.find_outliers(cost, bounds) if n > 2 else set()
             if not new or not rounds_left:
                 break
@@ -312,6 +309,15 @@ class Segmenter:
                 self.protected |= {float(cost.x[i]) for i in inside}
         return out
 
+    def tile_edges(self, cost: WlsCost, bounds: list[int]) -> list[int]:
+        """With a period: every tile start inside a segment that `period.tile_steps` finds a step
+        at becomes a boundary (protected from merging, as a staircase's tiles are)."""
+        if not self.period:
+            return bounds
+        new = tile_steps(cost.x, cost.signal[:, 1], cost.signal[:, 2], self.period, bounds)
+        self.protected |= {float(cost.x[i]) for i in new}
+        return sorted(set(bounds) | set(new))
+
     def find_outliers(self, cost: WlsCost, bounds: list[int]) -> set[int]:
         """One-point spikes and dips between two segments, and points > OUTLIER_SD from their line."""
         n = cost.x.size
@@ -359,61 +365,3 @@ class Segmenter:
 def local_median(v: np.ndarray, half: int = 8) -> np.ndarray:
     """Median of v over each point's 2 * half + 1 neighbours (fewer at the ends)."""
     return np.array([np.median(v[max(i - half, 0) : i + half + 1]) for i in range(v.size)])
-
-
-def _aligned(x: np.ndarray, w: int) -> np.ndarray:
-    """For each point: does a count m*w + 1 lie in (previous point, this point]?"""
-    tile = (x.astype(np.int64) - 1) // w
-    return np.concatenate([[False], tile[1:] > tile[:-1]])
-
-
-def _dense(x: np.ndarray) -> bool:
-    return int(np.sum(np.diff(x) == 1)) >= DENSE_PAIRS and x.size >= (x[-1] - x[0] + 1) / 2
-
-
-def step_period(x: np.ndarray, y: np.ndarray, max_width: int = 128, min_t: float = 6.0) -> int | None:
-    """The tile width that best splits neighbour differences into steps and the rest, or None.
-
-    For each width w, the differences y(c) - y(c - 1) of measured neighbours with c = m*w + 1
-    are compared with all other neighbour differences (medians, with the scale of the others:
-    spikes and dips make means useless here). Tile quantization puts a step
-    at every such c, so t peaks at the tile width: half of its multiple's aligned counts are
-    plain neighbours, and a multiple's aligned counts miss half of the steps. Needs t >= min_t
-    (chance alone over 127 widths stays far below) and a dense line (`DENSE_PAIRS`).
-    """
-    if not _dense(x):
-        return None
-    adj = np.diff(x) == 1
-    d, c = np.diff(y)[adj], x[1:][adj].astype(np.int64)
-    best, best_t = None, min_t
-    for w in range(2, min(max_width, int(c.max()) // 2) + 1):
-        on = (c - 1) % w == 0
-        if on.sum() < 6 or (~on).sum() < 6:
-            continue
-        a, b = d[on], d[~on]
-        mb = float(np.median(b))
-        scale = 1.2533 * 1.4826 * float(np.median(np.abs(b - mb)))  # of a median, times sqrt(n)
-        se = scale * math.sqrt(1.0 / a.size + 1.0 / b.size)
-        t = abs(float(np.median(a)) - mb) / se if se > 0 else 0.0
-        if t > best_t:
-            best, best_t = w, t
-    return best
-
-
-def infer_period(edges_exact, max_width: int = 128) -> int | None:
-    """The tile width w whose counts m*w + 1 hold the exactly located edges (Method 5), or None.
-
-    A width qualifies when at least 3 edges sit at such counts, chance would put that many there
-    with probability under PERIOD_P (an edge lands on one by chance with probability 1/w), and
-    it keeps at least 3/4 of the edges that width 2 keeps (so a multiple of the true width,
-    which skips every other tile edge, loses to it). The largest qualifying width wins.
-    """
-    e = np.asarray(sorted(set(int(v) for v in edges_exact)), dtype=int)
-    if e.size < 3:
-        return None
-    counts = {w: int(np.sum((e - 1) % w == 0)) for w in range(2, max_width + 1)}
-    for w in range(max_width, 1, -1):
-        k = counts[w]
-        if k >= 3 and k >= 0.75 * counts[2] and binom.sf(k - 1, e.size, 1.0 / w) < PERIOD_P:
-            return w
-    return None

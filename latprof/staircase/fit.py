@@ -68,14 +68,19 @@ Method
    level seen at a single count between close neighbours), or while their jump is below one
    sigma or below 2 standard errors. The weakest pair merges first. Each boundary then moves
    to the split of least cost between its neighbours, and the merge runs again.
-5. Period (``period="auto"``): on a dense line, the tile width w in 2..128 whose counts
-   ``m*w + 1`` best separate neighbour differences into steps and the rest (`step_period`);
-   else, after a first fit, the largest w whose counts ``m*w + 1`` hold the exactly located
-   edges beyond chance (`infer_period`). With a period the common slope and tau come from
-   neighbours inside one tile, a boundary at ``m*w + 1`` gets a lower PELT penalty and merge
-   threshold and any other a higher one (PRIOR_ON, PRIOR_OFF, Z_ALIGNED), a segment spanning
-   several tiles is cut into its tiles when a line plus one step per tile fits it better by
-   STAIR_CHI2, and edges in unmeasured intervals are placed as the contract says.
+5. Period (``period="auto"``; `latprof.staircase.period`): on a dense line, the tile width w
+   in 2..128 at whose counts ``m*w + 1`` the neighbour differences, each in units of its own
+   standard error and clipped, stand out from the rest (`step_period`); else, after a first
+   fit, the largest w whose counts ``m*w + 1`` hold the exactly located edges beyond chance
+   (`infer_period`). With a period the common slope and tau come from neighbours inside one
+   tile, a boundary at ``m*w + 1`` gets a lower PELT penalty and merge threshold and any other
+   a higher one (PRIOR_ON, PRIOR_OFF, Z_ALIGNED), a segment spanning several tiles is cut into
+   its tiles when a line plus one step per tile fits it better by STAIR_CHI2, and edges in
+   unmeasured intervals are placed as the contract says. Then the periodic prior pass
+   (`period.tile_steps`): when the differences across tile starts inside segments exceed those
+   within tiles (TILE_GATE: the line steps at its tiles, a sloped plateau does not), every
+   tile start left inside a segment whose local jump (its tile against the one before, each
+   row's own error) reaches TILE_Z standard errors becomes an edge.
 """
 
 from __future__ import annotations
@@ -229,7 +234,7 @@ def fit_steps(
     st = Segmenter(x.astype(float), y, np.log1p(s) ** 2, min_noise_rel, max_rise, z, penalty, int(min_size),
               None if period == "auto" else period)
     if period == "auto":
-        st.period = step_period(x, y)
+        st.period = step_period(x, y, st.sigma)
     if st.period:
         st.retile()
     keep, bounds, cost, outliers = st.run()
