@@ -12,14 +12,19 @@ from latprof.errors import LatprofError
 DTYPES = ("float32", "float16", "bfloat16")
 LAYOUTS = ("nchw", "nhwc")
 BACKENDS = ("cpu", "cudnn", "triton")
+#: What a row times: a 2-D convolution, or a Linear layer (a GEMM: `h` x `w` rows of `c_in`
+#: features per image, e.g. a ConvNeXt block's pointwise layers on H x W tokens, a classifier on
+#: 1 x 1). A linear spec has kernel 1, stride 1, no padding and one group.
+OPS = ("conv2d", "linear")
 
 
 @dataclass(frozen=True, order=True)
 class ConvSpec:
-    """One 2-D convolution forward pass to time.
+    """One 2-D convolution forward pass to time (or, with op "linear", one Linear layer's GEMM).
 
-    `h`, `w` are the *input* spatial size; `tile` is the Triton tile config as text
-    ("" for backends that choose their own). Every field is part of the table key.
+    `h`, `w` are the *input* spatial size (of a linear spec: its tokens per image); `tile` is
+    the Triton tile config as text ("" for backends that choose their own). Every field is part
+    of the table key.
     """
 
     c_in: int
@@ -58,6 +63,13 @@ class ConvSpec:
             raise LatprofError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
         if self.backend not in BACKENDS:
             raise LatprofError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.op not in OPS:
+            raise LatprofError(f"unknown op {self.op!r}; choose one of {', '.join(OPS)}")
+        ones = (self.kernel_h, self.kernel_w, self.stride_h, self.stride_w, self.dilation_h, self.dilation_w,
+                self.groups)
+        if self.op == "linear" and (set(ones) != {1} or self.pad_h or self.pad_w):
+            raise LatprofError("a linear spec has kernel 1, stride 1, padding 0, dilation 1 and one group; "
+                               f"got {self.label()} k{self.kernel_h}x{self.kernel_w} g{self.groups}")
         if self.h_out < 1 or self.w_out < 1:
             raise LatprofError(f"the output of {self.label()} would be empty")
 
@@ -98,6 +110,9 @@ class ConvSpec:
         s = f"/s{self.stride_h}" if self.stride_h == self.stride_w else f"/s{self.stride_h}x{self.stride_w}"
         g = f" g{self.groups}" if self.groups > 1 else ""
         t = f" tile={self.tile}" if self.tile else ""
+        if self.op == "linear":
+            return (f"linear {self.c_in}->{self.c_out} @{self.h}x{self.w} tokens b{self.batch} "
+                    f"{self.dtype} [{self.backend}{t}]")
         return (f"{self.c_in}->{self.c_out} k{k}{s}{g} @{self.h}x{self.w} b{self.batch} "
                 f"{self.dtype} {self.layout} [{self.backend}{t}]")
 

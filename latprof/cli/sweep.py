@@ -97,7 +97,7 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
 @click.command("models")
 @click.argument("name", required=False)
 def models_cmd(name):
-    """List the models latprof knows, or the conv layers of one."""
+    """List the models latprof knows, or the conv and Linear layers of one."""
     from latprof import models
 
     if name is None:

@@ -61,7 +61,24 @@ def tensors(spec: ConvSpec, device: Device, seed: int = 0) -> tuple[torch.Tensor
     return x, w
 
 
+def _linear_runner(spec: ConvSpec, device: Device) -> Callable[[], torch.Tensor]:
+    """A Linear layer's GEMM: (batch, h, w, c_in) tokens times a (c_out, c_in) weight, as
+    `nn.Linear` runs it (ConvNeXt's pointwise layers see channels-last tokens; a classifier 1 x 1).
+    Every backend runs it with torch (cuBLAS on CUDA: the Triton kernels are convolutions only)."""
+    gen = torch.Generator().manual_seed(0)
+    dtype = DTYPES[spec.dtype]
+    x = torch.randn(spec.batch, spec.h, spec.w, spec.c_in, generator=gen).to(device.torch_device, dtype)
+    w = torch.randn(spec.c_out, spec.c_in, generator=gen).to(device.torch_device, dtype)
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return F.linear(x, w)
+    return run
+
+
 def make_runner(spec: ConvSpec, device: Device) -> Callable[[], torch.Tensor]:
+    if spec.op == "linear":
+        return _linear_runner(spec, device)
     x, w = tensors(spec, device)
     stride, padding = (spec.stride_h, spec.stride_w), (spec.pad_h, spec.pad_w)
     dilation = (spec.dilation_h, spec.dilation_w)

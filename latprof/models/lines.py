@@ -3,7 +3,10 @@
 A model sweep measures, for each distinct conv shape, two *lines*: c_out = 1..C_out at the
 layer's c_in, and c_in = 1..C_in at its c_out (pruning layer i changes c_out of i and c_in of
 i+1). A depthwise conv has one line, c_in = c_out = groups = c. A grouped conv keeps its group
-count and moves in multiples of it. Layers with identical shapes share their lines.
+count and moves in multiples of it. A Linear layer (`op` "linear") has the same two lines;
+one that reads a flattened feature map moves its c_in in whole channels (`Line.unit` features
+each). The classifier, whose outputs are never pruned, has its c_in line only. Layers with
+identical shapes share their lines.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Line:
     axis: str                       # "c_out", "c_in", or "c" (depthwise: all three move together)
     values: tuple[int, ...]
     layers: tuple[str, ...] = field(default=(), compare=False)
+    unit: int = 1                   # c_in features per channel (a Linear after a flatten), else 1
 
     def spec_at(self, c: int) -> ConvSpec:
         if self.axis == "c":
@@ -35,8 +39,9 @@ class Line:
 
     @property
     def step(self) -> int:
-        """Counts on the line are multiples of this: a grouped conv keeps its group count."""
-        return 1 if self.axis == "c" else self.base.groups
+        """Counts on the line are multiples of this: a grouped conv keeps its group count; a
+        Linear after a flatten loses whole channels of `unit` features."""
+        return 1 if self.axis == "c" else self.base.groups * (self.unit if self.axis == "c_in" else 1)
 
     @property
     def full(self) -> int:
@@ -64,17 +69,23 @@ def channel_values(full: int, every: int = 1, step: int = 1) -> tuple[int, ...]:
 def model_lines(layers: list[ConvLayer], ctx: Context, every: int = 1) -> list[Line]:
     """The lines of `layers` under `ctx`; layers of one shape share their lines."""
     by_shape: dict[ConvSpec, list[str]] = {}
+    units: dict[ConvSpec, int] = {}
+    outputs_only: dict[ConvSpec, bool] = {}
     for layer in layers:
         base = ctx.apply(layer.spec)
         by_shape.setdefault(base, []).append(layer.name)
+        units[base] = max(units.get(base, 1), layer.unit)
+        outputs_only[base] = outputs_only.get(base, True) and layer.output
     lines = []
     for base, names in by_shape.items():
         if base.depthwise:
             lines.append(Line(base, "c", channel_values(base.c_out, every), tuple(names)))
             continue
         g = base.groups
-        lines.append(Line(base, "c_out", channel_values(base.c_out, every, g), tuple(names)))
-        lines.append(Line(base, "c_in", channel_values(base.c_in, every, g), tuple(names)))
+        if not outputs_only[base]:  # the classifier's outputs stay: no c_out line for it alone
+            lines.append(Line(base, "c_out", channel_values(base.c_out, every, g), tuple(names)))
+        unit = units[base]
+        lines.append(Line(base, "c_in", channel_values(base.c_in, every, g * unit), tuple(names), unit))
     return lines
 
 

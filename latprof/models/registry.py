@@ -9,8 +9,10 @@ when first asked for (importing torchvision costs about 1.5 s), and no model is 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,21 +156,41 @@ def _from_file(ref: str) -> nn.Module:
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """A conv layer of a model and its shape at batch 1 (`spec.batch` is 1; set it per sweep)."""
+    """A conv (or Linear) layer of a model and its shape at batch 1 (`spec.batch` is 1; set it
+    per sweep). `unit`: input features per input channel of a Linear that reads a flattened
+    feature map (VGG's first classifier layer reads 512 channels x 7 x 7 positions: 49), else 1.
+    `output`: the model's classifier (the last Linear, or without one the last conv), whose
+    outputs are never pruned."""
 
     name: str
     spec: ConvSpec
+    unit: int = 1
+    output: bool = False
 
 
 def conv_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[ConvLayer]:
-    """Every `nn.Conv2d` in forward order, with the input size it sees (one forward at batch 1)."""
-    seen: dict[str, tuple[int, int]] = {}
+    """Every `nn.Conv2d` and `nn.Linear` in forward order, with the input it sees (one forward
+    at batch 1). A Linear is priced as a GEMM (`op` "linear") over its tokens: the dimensions of
+    its input between the batch and the features (none for a classifier: 1 x 1)."""
+    seen: dict[str, tuple[int, ...]] = {}
     names = {m: n for n, m in model.named_modules()}
+    maps: list[tuple[int, ...]] = []   # per-image shapes of >= 3-D module outputs, in forward order
+    units: dict[str, int] = {}
 
     def record(module, args) -> None:  # a pre-hook must return None, or it replaces the input
-        seen.setdefault(names[module], tuple(args[0].shape[-2:]))
+        name = names[module]
+        shape = tuple(args[0].shape)
+        seen.setdefault(name, shape[-2:] if isinstance(module, nn.Conv2d) else shape[1:-1])
+        if isinstance(module, nn.Linear) and len(shape) == 2 and maps:
+            units.setdefault(name, _flattened_unit(maps[-1], shape[1]))
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    def output(module, args, out) -> None:
+        if isinstance(out, torch.Tensor) and out.dim() >= 4:
+            maps.append(tuple(out.shape[1:]))
+
+    layers_ = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_pre_hook(record) for m in layers_]
+    hooks += [m.register_forward_hook(output) for m in model.modules() if not list(m.children())]
     try:
         with torch.inference_mode():
             model(torch.zeros(1, *input_size))
@@ -180,7 +202,16 @@ def conv_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Conv
             h.remove()
     layers = []
     for name, m in model.named_modules():
-        if not isinstance(m, nn.Conv2d) or name not in seen:
+        if name not in seen:
+            continue
+        if isinstance(m, nn.Linear):
+            tokens = (1, 1) + seen[name]   # (), (n,), (h, w), ...: the last two, the rest folded into h
+            h, w = math.prod(tokens[:-1]), tokens[-1]
+            spec = ConvSpec(c_in=m.in_features, c_out=m.out_features, h=h, w=w, kernel_h=1, kernel_w=1,
+                            pad_h=0, pad_w=0, op="linear")
+            layers.append(ConvLayer(name, spec, units.get(name, 1)))
+            continue
+        if not isinstance(m, nn.Conv2d):
             continue
         if isinstance(m.padding, str):
             raise LatprofError(f"layer {name} uses padding={m.padding!r}; only explicit padding is supported")
@@ -191,6 +222,14 @@ def conv_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[Conv
                         dilation_h=m.dilation[0], dilation_w=m.dilation[1], groups=m.groups)
         layers.append(ConvLayer(name, spec))
     layers.sort(key=lambda layer: list(seen).index(layer.name))
-    if not layers:
+    if not any(layer.spec.op == "conv2d" for layer in layers):
         raise LatprofError("the model has no Conv2d layers to profile")
+    last = max((i for i, layer in enumerate(layers) if layer.spec.op == "linear"), default=len(layers) - 1)
+    layers[last] = dataclasses.replace(layers[last], output=True)
     return layers
+
+
+def _flattened_unit(feature_map: tuple[int, ...], features: int) -> int:
+    """Features per channel when a Linear's `features` are the last feature map (C, H, W, ...)
+    flattened: H x W x ...; 1 when they are not (pooled away, or another tensor)."""
+    return math.prod(feature_map[1:]) if math.prod(feature_map) == features else 1

@@ -19,10 +19,14 @@ import torch_pruning as tp
 
 from latprof.errors import LatprofError
 
+#: The layers whose channels latprof prices and prunes (their outputs root groups).
+LAYERS = (nn.Conv2d, nn.Linear)
+
+
 @dataclass(frozen=True)
 class Group:
     index: int
-    root: str                   # the first conv (forward order) whose outputs are the group
+    root: str                   # the first conv or Linear (forward order) whose outputs are the group
     channels: int               # original channel count
     out_convs: tuple[str, ...]  # convs whose output channels are the group (incl. depthwise)
     in_convs: tuple[str, ...]   # convs whose input channels are the group (incl. depthwise)
@@ -49,10 +53,16 @@ class Graph:
     groups: list[Group]               # prunable groups, forward order of their roots
     kept: list[Group]                 # groups left whole (residual, when keep_residual)
     modules: dict[str, nn.Module]
-    order: list[str]                  # conv names in forward order
+    order: list[str]                  # conv and Linear names in forward order
 
-    def conv(self, name: str) -> nn.Conv2d:
+    def conv(self, name: str) -> nn.Conv2d | nn.Linear:
         return self.modules[name]
+
+    def out_handler(self, name: str):
+        """torch-pruning's function that prunes the outputs of the layer `name` (what a group rooted
+        there is pruned with)."""
+        linear = isinstance(self.modules[name], nn.Linear)
+        return tp.prune_linear_out_channels if linear else tp.prune_conv_out_channels
 
 
 def classifier(model: nn.Module) -> list[nn.Module]:
@@ -70,7 +80,8 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
     order: list[str] = []
     spatial: dict[str, tuple[int, ...]] = {}
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(names[mod]) and None) for m in convs]
+    layers = [m for m in model.modules() if isinstance(m, LAYERS)]
+    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(names[mod]) and None) for m in layers]
     hooks += [m.register_forward_hook(lambda mod, args, out: spatial.setdefault(names[mod], tuple(out.shape[-2:]))
                                       and None) for m in convs]
     example = torch.zeros(1, *input_size)
@@ -82,15 +93,16 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
             h.remove()
     dg = _dependency_graph(model, example)
     raw = []
-    for g in dg.get_all_groups(ignored_layers=classifier(model), root_module_types=[nn.Conv2d]):
+    for g in dg.get_all_groups(ignored_layers=classifier(model), root_module_types=list(LAYERS)):
         outs, ins, bns = [], [], []
         for dep, idxs in g:
             mod = dep.target.module
             handler = getattr(dep.handler, "__name__", "")
-            if isinstance(mod, nn.Conv2d):
-                if "out_channels" in handler or mod.groups == mod.in_channels == mod.out_channels > 1:
+            if isinstance(mod, LAYERS):
+                depthwise = isinstance(mod, nn.Conv2d) and mod.groups == mod.in_channels == mod.out_channels > 1
+                if "out_channels" in handler or depthwise:
                     outs.append(names[mod])
-                if "in_channels" in handler or mod.groups == mod.in_channels == mod.out_channels > 1:
+                if "in_channels" in handler or depthwise:
                     ins.append(names[mod])
             elif isinstance(mod, nn.BatchNorm2d):
                 bns.append(names[mod])

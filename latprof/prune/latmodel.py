@@ -36,6 +36,7 @@ class ConvTerm:
     spec: ConvSpec             # the conv at full size, with the table's batch/dtype/backend
     g_ins: tuple[int, ...]     # prunable groups its input channels come from (empty: all fixed)
     g_out: int | None          # the group its output channels belong to (None: fixed)
+    unit: int = 1              # input features per channel of its input groups (a Linear after a flatten)
 
     @property
     def g_in(self) -> int | None:
@@ -86,7 +87,7 @@ class LatencyModel:
         the groups that change): its full c_in less what each of its input groups lost."""
         keys = range(len(counts)) if isinstance(counts, list) else counts
         lost = sum(self.graph.groups[k].channels - counts[k] for k in term.inputs() if k in keys)
-        return term.spec.c_in - lost
+        return term.spec.c_in - lost * term.unit
 
     def term_cost(self, term: ConvTerm, counts) -> float | None:
         """Latency (us) of one conv under `counts` (a list per group, or a dict of some groups).
@@ -182,7 +183,7 @@ def _required(v):
 
 def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KEEP,
           max_options: int = options.MAX_OPTIONS) -> LatencyModel:
-    """Terms for every conv of the graph's model, fitted lines, and each group's options."""
+    """Terms for every conv and Linear layer of the graph's model, fitted lines, and each group's options."""
     layers = models.conv_layers(graph.model, graph.input_size)
     g_ins, g_out = {}, {}
     for g in graph.groups:
@@ -193,7 +194,8 @@ def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KE
     terms, bases = [], []
     for layer in layers:
         spec = ctx.apply(layer.spec)
-        terms.append(ConvTerm(layer.name, spec, tuple(g_ins.get(layer.name, ())), g_out.get(layer.name)))
+        terms.append(ConvTerm(layer.name, spec, tuple(g_ins.get(layer.name, ())), g_out.get(layer.name),
+                              layer.unit))
         bases.append(layer)
     index = steps.TableIndex(table)
     lines = plan.model_lines(bases, ctx)

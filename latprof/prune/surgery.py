@@ -85,7 +85,7 @@ def prune(graph: Graph, removal: dict[int, list[int]]) -> nn.Module:
         if not idxs:
             continue
         root = graph.modules[g.root]
-        group = graph.dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=idxs)
+        group = graph.dg.get_pruning_group(root, graph.out_handler(g.root), idxs=idxs)
         if not graph.dg.check_pruning_group(group):
             raise LatprofError(f"pruning {len(idxs)} channels of {g.root} would leave a layer empty")
         group.prune()
@@ -114,4 +114,6 @@ def mask(graph: Graph, removal: dict[int, list[int]]) -> nn.Module:
 
 
 def channel_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
-    return {n: (m.in_channels, m.out_channels) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    """(inputs, outputs) of every conv (channels) and Linear (features) by name."""
+    return {n: (m.in_features, m.out_features) if isinstance(m, nn.Linear) else (m.in_channels, m.out_channels)
+            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}

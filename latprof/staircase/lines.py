@@ -149,7 +149,8 @@ class LayerSteps:
 
 
 def model_steps(table: LatencyTable, model: str, ctx: Context, input_size=None) -> list[LayerSteps]:
-    """Every conv layer of `model` with its fitted lines (missing ones included: `missing_lines`)."""
+    """Every conv and Linear layer of `model` with its fitted lines (missing ones included:
+    `missing_lines`)."""
     layers, lines = plan.load_lines(model, ctx, input_size=input_size)
     index = TableIndex(table)
     fits = {(line.base, line.axis): fit_line(index, line) for line in lines}
@@ -160,7 +161,8 @@ def model_steps(table: LatencyTable, model: str, ctx: Context, input_size=None) 
             f = fits[(base, "c")]
             out.append(LayerSteps(layer.name, base, f, f))
         else:
-            out.append(LayerSteps(layer.name, base, fits[(base, "c_out")], fits[(base, "c_in")]))
+            inp = fits[(base, "c_in")]   # the classifier has no c_out line (its outputs stay): shown by c_in
+            out.append(LayerSteps(layer.name, base, fits.get((base, "c_out"), inp), inp))
     return out
 
 

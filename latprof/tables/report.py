@@ -27,8 +27,10 @@ def table_info(t: LatencyTable, path) -> str:
         f"rows       {len(df)}",
     ]
     if len(df):
-        shapes = df.drop_duplicates(["kernel_h", "kernel_w", "stride_h", "stride_w", "h", "w", "groups"])
-        lines.append(f"shapes     {len(shapes)} distinct kernel/stride/size/group combinations")
+        shapes = df.drop_duplicates(["op", "kernel_h", "kernel_w", "stride_h", "stride_w", "h", "w", "groups"])
+        linear = int((shapes["op"] == "linear").sum())
+        lines.append(f"shapes     {len(shapes)} distinct kernel/stride/size/group combinations"
+                     + (f" ({linear} of Linear layers: GEMMs)" if linear else ""))
         by = df.groupby(["backend", "dtype", "layout", "batch"]).agg(
             rows=("c_out", "size"), noisy=("flag_noisy", "sum"), drift=("flag_drift", "sum"),
             median_rel_iqr=("rel_iqr_norm", "median"),

@@ -130,8 +130,9 @@ def test_user_model_from_a_file(cli, tmp_path):
     r = cli("sweep", "--model", "net.py:build", "--dense", "--quick", "--no-progress", "--out", tmp_path / "u.parquet")
     assert r.exit_code == 0, r.output
     df = tbl.read(tmp_path / "u.parquet").df
-    # conv1: c_out 1..8 at c_in 3 and c_in 1..3 at c_out 8; conv2: c_out 1..6 and c_in 1..8
-    assert len(df) == 8 + 3 + 6 + 8 - 2  # the two full-size shapes lie on both lines of their layer
+    # conv1: c_out 1..8 at c_in 3 and c_in 1..3 at c_out 8 (its full shape on both); conv2, the
+    # classifier (its outputs are never pruned): c_in 1..8 only
+    assert len(df) == 8 + 3 + 8 - 1
     r = cli("models", "net.py:nothere")
     assert r.exit_code == 1 and "no callable 'nothere'" in r.output
 
@@ -140,7 +141,7 @@ def test_models_lists_and_shows_layers(cli):
     r = cli("models")
     assert "vgg16_cifar10" in r.output and "resnet56_cifar10" in r.output
     r = cli("models", "vgg16_cifar10")
-    assert r.output.count("\n") == 13 and "features.0" in r.output
+    assert r.output.count("\n") == 14 and "features.0" in r.output
 
 
 @pytest.mark.slow

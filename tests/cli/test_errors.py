@@ -208,7 +208,7 @@ def test_6_an_edited_table_without_its_hash_fails_validation_until_adopted(cli, 
 # --- 7: prune with a table missing whole lines -------------------------------------------------
 
 def test_7_prune_writes_a_request_for_missing_lines_with_a_command_that_runs(cli, tmp_path):
-    table = model_table(tmp_path / "short.parquet", "small_cifar10", every=4, drop_lines=2)
+    table = model_table(tmp_path / "short.parquet", "small_cifar10", every=4, drop_lines=3)
     r = cli("prune", "small_cifar10", "--table", table, "--target-ratio", "0.8", "--no-measure",
             "--out", tmp_path / "out")
     assert r.exit_code == 1 and "Traceback" not in r.output

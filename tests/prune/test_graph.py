@@ -51,10 +51,10 @@ def summary(groups):
 
 def test_chain_groups():
     g = graphs.analyse(chain(), SIZE)
-    assert g.order == ["0", "3"]
+    assert g.order == ["0", "3", "8"]
     assert summary(g.groups) == [
         ("0", 8, ("0",), ("3",), {"1"}),
-        ("3", 16, ("3",), (), {"4"}),      # read by the Linear, which is not a conv
+        ("3", 16, ("3",), ("8",), {"4"}),  # read by the Linear classifier (whose outputs stay)
     ]
     assert [grp.index for grp in g.groups] == [0, 1]
     assert not any(grp.residual for grp in g.groups)
@@ -70,10 +70,10 @@ def test_chain_is_the_same_whatever_keep_residual_says():
 
 def test_depthwise_conv_moves_with_its_group():
     g = graphs.analyse(with_depthwise(), SIZE)
-    assert g.order == ["0", "3", "6"]
+    assert g.order == ["0", "3", "6", "11"]
     assert summary(g.groups) == [
         ("0", 8, ("0", "3"), ("3", "6"), {"1", "4"}),
-        ("6", 16, ("6",), (), {"7"}),
+        ("6", 16, ("6",), ("11",), {"7"}),
     ]
     assert not g.groups[0].residual       # the depthwise conv produces and consumes: not a coupling
     assert g.kept == []
@@ -81,10 +81,10 @@ def test_depthwise_conv_moves_with_its_group():
 
 def test_residual_group_is_kept_whole_by_default():
     g = graphs.analyse(Residual(), SIZE)
-    assert g.order == ["stem", "a", "b", "head"]
+    assert g.order == ["stem", "a", "b", "head", "fc"]
     assert summary(g.groups) == [
         ("a", 12, ("a",), ("b",), {"bn_a"}),
-        ("head", 16, ("head",), (), set()),
+        ("head", 16, ("head",), ("fc",), set()),
     ]
     assert [grp.index for grp in g.groups] == [0, 1]      # renumbered after the kept group left
     assert summary(g.kept) == [("stem", 8, ("stem", "b"), ("a", "head"), {"bn0", "bn_b"})]
@@ -104,7 +104,7 @@ def test_keep_residual_false_makes_the_coupled_channels_prunable():
     assert summary(g.groups) == [
         ("stem", 8, ("stem", "b"), ("a", "head"), {"bn0", "bn_b"}),
         ("a", 12, ("a",), ("b",), {"bn_a"}),
-        ("head", 16, ("head",), (), set()),
+        ("head", 16, ("head",), ("fc",), set()),
     ]
     assert [grp.residual for grp in g.groups] == [True, False, False]
     assert [grp.index for grp in g.groups] == [0, 1, 2]

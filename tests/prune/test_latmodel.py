@@ -44,7 +44,9 @@ def term(lm, name):
 def test_terms_follow_the_graph_groups(coarse):
     lm, _ = coarse
     assert [(t.name, t.g_in, t.g_out) for t in lm.terms] == [
-        ("features.0", None, 0), ("features.3", 0, 1), ("features.7", 1, 2), ("features.10", 2, 3)]
+        ("features.0", None, 0), ("features.3", 0, 1), ("features.7", 1, 2), ("features.10", 2, 3),
+        ("classifier", 3, None)]                  # the Linear classifier reads the last group
+    assert lm.terms[-1].spec.op == "linear"
     assert lm.full_counts() == [32, 32, 64, 64]
     assert not lm.calibrated and lm.scale == 1.0 and lm.rest_us == 0.0
 
@@ -121,10 +123,12 @@ def test_predict_is_scale_times_conv_sum_plus_rest(coarse):
     assert lm.conv_sum(full) == pytest.approx(by_hand)
     lm.scale, lm.rest_us = 1.5, 7.0
     assert lm.predict(full) == pytest.approx(1.5 * by_hand + 7.0)
-    # only the last group moves: features.10 runs 64 -> 48, a measured point of its c_out line
+    # only the last group moves: features.10 runs 64 -> 48, a measured point of its c_out line, and
+    # the classifier reads 48 features (a measured point of its c_in line)
     counts = [32, 32, 64, 48]
-    last = lm.terms[-1].spec
-    expected = by_hand - staircase_us(last) + staircase_us(last.replace(c_out=48))
+    last, fc = term(lm, "features.10").spec, term(lm, "classifier").spec
+    expected = (by_hand - staircase_us(last) + staircase_us(last.replace(c_out=48))
+                - staircase_us(fc) + staircase_us(fc.replace(c_in=48)))
     assert lm.conv_sum(counts) == pytest.approx(expected)
     assert expected < by_hand
     assert lm.predict(counts) == pytest.approx(1.5 * expected + 7.0)
@@ -148,8 +152,9 @@ def test_min_keep_drops_small_options(coarse):
 
 
 def test_build_collects_a_missing_c_out_line_for_the_request(tmp_path):
-    # drop the last two lines (64->64's c_out and c_in lines): build asks for them, it does not raise
-    path = model_table(tmp_path / "short.parquet", MODEL, every=4, drop_lines=2)
+    # drop the last three lines (64->64's c_out and c_in lines, the classifier's c_in line): build
+    # asks for them, it does not raise
+    path = model_table(tmp_path / "short.parquet", MODEL, every=4, drop_lines=3)
     lm, _ = build(path)
     assert [(line.base.c_in, line.base.c_out, line.axis) for line in lm.missing_lines] == [(64, 64, "c_out")]
     assert set(lm.missing_lines[0].specs()) <= lm.missing

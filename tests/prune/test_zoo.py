@@ -136,7 +136,7 @@ def masked_original(graph: graphs.Graph, removal: dict[int, list[int]], model: n
             if not idxs:
                 continue
             writes = [(n, idxs) for n in g.out_convs]
-            group = graph.dg.get_pruning_group(graph.conv(g.root), tp.prune_conv_out_channels, idxs=idxs)
+            group = graph.dg.get_pruning_group(graph.conv(g.root), graph.out_handler(g.root), idxs=idxs)
             for dep, at in group:
                 m = dep.target.module
                 if "out_channels" not in getattr(dep.handler, "__name__", ""):
@@ -158,16 +158,18 @@ def masked_original(graph: graphs.Graph, removal: dict[int, list[int]], model: n
 
 
 def expected_channels(graph: graphs.Graph, counts: list[int]) -> dict[str, tuple[int, int]]:
-    """Each conv's (c_in, c_out) after keeping counts[k] channels of group k: a producer's c_out
-    is its group's count, a consumer's c_in loses what every group it reads lost."""
+    """Each conv's (c_in, c_out) (a Linear's features) after keeping counts[k] channels of group k:
+    a producer's c_out is its group's count, a consumer's c_in loses what every group it reads
+    lost (a Linear after a flatten: that many channels' features each)."""
     out = {}
+    units = {layer.name: layer.unit for layer in models.conv_layers(graph.model, graph.input_size)}
     for name, (c_in, c_out) in surgery.channel_counts(graph.model).items():
         for g in graph.groups:
             lost = g.channels - counts[g.index]
             if name in g.out_convs:
                 c_out -= lost
             if name in g.in_convs:   # a depthwise conv is in both lists: c_in = c_out = groups
-                c_in -= lost
+                c_in -= lost * units.get(name, 1)
         out[name] = (c_in, c_out)
     return out
 

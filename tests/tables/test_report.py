@@ -14,7 +14,7 @@ from latprof.tables import report
 from synthetic import META, model_table
 
 MODEL = "small_cifar10"
-DENSE = 284
+DENSE = 284 + 64   # the convs' dense lines, and the classifier's c_in line (64 features)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def test_table_info_names_the_device_rows_and_batches(two_batches):
     # one coverage line per batch size, with its row count
     for batch in (1, 4):
         assert re.search(rf"cpu\s+float32\s+nchw\s+{batch}\s+{DENSE}\s", text), text
-    assert "flags      3 noisy (0.5%), 0 drifted (0.0%)" in text
-    # 3x3 convs at 32x32 and at 16x16, stride 1, no groups: two distinct combinations
-    assert "shapes     2 distinct" in text
+    assert "flags      3 noisy (0.4%), 0 drifted (0.0%)" in text
+    # 3x3 convs at 32x32 and at 16x16, stride 1, no groups, and the Linear classifier's GEMM
+    assert "shapes     3 distinct kernel/stride/size/group combinations (1 of Linear layers: GEMMs)" in text
 
 
 def test_table_info_of_an_empty_table_has_no_coverage():
@@ -64,9 +64,10 @@ def test_full_lines_cover_the_model(tmp_path):
 
 
 def test_missing_lines_lower_the_coverage_and_name_the_batch(tmp_path):
-    t = tbl.read(model_table(tmp_path / "short.parquet", MODEL, batch=2, drop_lines=2))
+    # without the last conv's two lines and the classifier's
+    t = tbl.read(model_table(tmp_path / "short.parquet", MODEL, batch=2, drop_lines=3))
     text = report.model_coverage(t, MODEL, None)
-    assert f"  batch 2 float32 nchw cpu: 189/{DENSE} shapes (67%)" in text
+    assert f"  batch 2 float32 nchw cpu: 189/{DENSE} shapes (54%)" in text
     assert "100%" not in text
 
 
