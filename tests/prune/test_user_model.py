@@ -1,0 +1,37 @@
+"""The README's own-model example (`examples/user_net.py`: SE block, grouped and depthwise convs,
+a concatenation, a Linear head) prunes end to end from one sweep's worth of shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from latprof.prune import pipeline, surgery
+from oracle import oracle_table
+
+MODEL = str(Path(__file__).resolve().parents[2] / "examples" / "user_net.py") + ":build"
+
+
+def test_the_user_model_example_prunes_to_its_target(tmp_path):
+    oracle = oracle_table(tmp_path / "t.parquet", MODEL)
+    assert oracle.requests == []                     # no request round after the sweep's shapes
+    setup = oracle.setup
+    lm = setup.lm
+    by_root = {g.root: g for g in lm.graph.groups}
+    assert by_root["stem.0"].step == 4 and by_root["grouped.0"].step == 4     # the grouped conv's 4 groups
+    assert by_root["grouped.0"].gates == ("se.expand",)                        # the SE block moves with it
+    fuse = next(t for t in lm.terms if t.name == "fuse.0")
+    assert fuse.spec.c_in == 80 and set(fuse.g_ins) == {by_root["branch_a.0"].index, by_root["branch_b.0.0"].index}
+
+    full = lm.predict(lm.full_counts())
+    cfg = pipeline.PruneConfig(model=MODEL, table=str(oracle.path), measure=False, out=tmp_path, algo="dp")
+    found = pipeline.search(cfg, setup, None, lambda: 0.6 * full)
+    counts = found.counts
+    assert lm.predict(counts) <= 0.6 * full * (1 + 1e-9)
+    assert all(c % g.step == 0 for c, g in zip(counts, lm.graph.groups))
+    got = surgery.channel_counts(found.pruned)
+    kept = dict(zip((g.root for g in lm.graph.groups), counts))
+    assert got["fuse.0"][0] == kept["branch_a.0"] + kept["branch_b.0.0"]      # c_in is the concatenation
+    assert got["head"] == (kept["fuse.0"], 10)
+    assert found.pruned.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)
