@@ -332,7 +332,11 @@ class Segmenter:
                 for nb in (segs[k - 1], segs[k + 1]):
                     _, ym, slope, xm, _, _ = cost.model_of(*nb)
                     sides.append(y[s] - (ym + slope * (x[s] - xm)))
-                if sides[0] * sides[1] > 0:
+                # neighbours further apart than the point is from the nearer: a one-count plateau
+                # between two edges (a switch next to a tile edge), likelier than an outlier
+                # that happens to sit at an edge
+                at_edge = abs(sides[0] - sides[1]) > min(abs(sides[0]), abs(sides[1]))
+                if sides[0] * sides[1] > 0 and not at_edge:
                     wide = (segs[k - 1][1] - segs[k - 1][0] > 1) + (segs[k + 1][1] - segs[k + 1][0] > 1)
                     spikes.append((wide, min(abs(sides[0]), abs(sides[1])), s))
             elif e - s >= 4:

@@ -30,7 +30,10 @@ Contract
 - One-point spikes and dips are outliers, never segments: a single point above both
   neighbouring segments or below both (as their lines predict at its count) is listed in
   ``outliers`` and takes no part in the fit; so is a point more than 5 sigma from its
-  segment's line. A single point *between* the levels of its neighbours is kept as a one-point
+  segment's line. The exception is a point at an edge: when its neighbouring segments differ
+  from each other by more than it differs from the nearer of them, it is a one-count plateau
+  between two edges (an algorithm switch one count from a tile edge), which is likelier than
+  an outlier landing exactly there. A single point *between* the levels of its neighbours is kept as a one-point
   segment (a narrow plateau, or the only point of a plateau in a sparse sweep); so is a single
   point at either end of the line, which has one neighbour only.
 - Flagged points (those the caller excludes: `latprof.staircase.lines` excludes rows measured

@@ -71,20 +71,20 @@ def step_period(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None, m
             return 0.0
         a, b = q[on], q[off]
         se = float(np.std(b)) * math.sqrt(1.0 / a.size + 1.0 / b.size)
-        return abs(float(a.mean() - b.mean())) / se if se > 0 else 0.0
+        return float(a.mean() - b.mean()) / se if se > 0 else 0.0
 
-    best, best_t = None, min_t
+    best, best_t = None, 0.0
     for w in range(2, min(max_width, int(c.max()) // 2) + 1):
         on = (c - 1) % w == 0
         t = t_of(on, ~on)
-        if t > best_t:
+        if abs(t) > abs(best_t):
             best, best_t = w, t
-    if best is None:
+    if best is None or abs(best_t) < min_t:
         return None
-    for v in range(2, best):
+    for v in range(2, best):  # steps of the same sign at the divisor's further counts
         if best % v == 0:
             on_v = (c - 1) % v == 0
-            if t_of(on_v & ((c - 1) % best != 0), ~on_v) >= STEP_SUB_T:
+            if math.copysign(1.0, best_t) * t_of(on_v & ((c - 1) % best != 0), ~on_v) >= STEP_SUB_T:
                 return v
     return best
 
