@@ -21,7 +21,15 @@ channel, one to one, nearest first. On the dense fit a found edge also matches a
 inside its reported interval when every unmeasured count of that interval is a gap (the data
 cannot place it closer). Recall counts detectable edges matched; precision counts found edges
 that match any true edge (a found undetectable edge is a true edge). Share = counts asked for
-(measured or failed) / counts of the line.
+(measured or failed) / counts of the line. Edges count only where the fit reports them: an edge
+a period would predict but no measured change shows is not counted, for any fit.
+
+What the budget allows: a sampler needs at least one measured count per plateau to see an edge
+(and then only with the tile width known, which places the edge at the tile start between two
+counts of neighbouring tiles); without the period, an edge within +-1 needs a count on each
+side of it. The table "What the sparse budget allows" gives, per tile width, the recall a
+sampler that knew every edge in advance would reach with that many points (an upper bound:
+one point per plateau around the detectable edges, and two per edge), against the sampler's.
 
     python bench/stepfit_bench.py --out bench/results
 """
@@ -97,7 +105,7 @@ def score_line(seed: int) -> dict:
     sig = np.abs(line.jumps) / line.edge_sigma()
     out = {"seed": seed, "full": line.full, "width": line.width, "kind": line.kind, "switch": line.switch,
            "sigma0": line.sigma0, "tau": line.tau, "rise": line.rise, "edges": len(line.edges),
-           "detectable": int(det.sum()), "outliers_true": len(line.outliers)}
+           "detectable": int(det.sum()), "outliers_true": len(line.outliers), "budget": default_budget(line.full)}
     meas = np.random.default_rng(seed + 1_000_003)
     ch, lat, se = line.dense(meas)
     gapset = set(line.gaps.tolist())
@@ -187,6 +195,21 @@ def markdown(report: dict) -> list[str]:
         group = [x for x in lines if x["width"] == w]
         if group:
             md.append(_row(str(w), group))
+    md += ["", "What the sparse budget allows (upper bounds on recall for a sampler that knew every edge "
+           "in advance: with the tile width, one point per plateau around the detectable edges; without, "
+           "two points per edge; see the docstring):", "",
+           "| tile width | n | detectable edges | budget points | lines whose budget < edges + 1 | "
+           "bound, 1 point / edge | bound, 2 points / edge | sparse recall |", "|---|---|---|---|---|---|---|---|"]
+    for w in TILE_WIDTHS:
+        group = [x for x in lines if x["width"] == w]
+        if group:
+            det = sum(x["detectable"] for x in group)
+            one = sum(min(x["detectable"], max(x["budget"] - 1, 0)) for x in group)
+            two = sum(min(x["detectable"], max(x["budget"] - 1, 0) // 2) for x in group)
+            short = sum(1 for x in group if x["budget"] < x["detectable"] + 1)
+            rec = sum(x["sparse"]["recalled"] for x in group)
+            md.append(f"| {w} | {len(group)} | {det} | {sum(x['budget'] for x in group)} | {short} | "
+                      f"{_rate(one, det)} | {_rate(two, det)} | {_rate(rec, det)} |")
     md += ["", "By the line's base noise sigma0 (rows vary around it, 0.2-5 %):", "",
            head.replace("| lines |", "| sigma0 |"), sep]
     for a, b in zip(NOISE_BINS, NOISE_BINS[1:]):

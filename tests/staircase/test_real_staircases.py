@@ -158,6 +158,8 @@ def test_generated_lines_pooled_figures():
                 hit += bool(near)
         found += len(fit.edges)
         right += len(used)
-    # observed when written: recall 0.877 (229 / 261), precision 0.968; the floor leaves room
-    # for the few-point swings of 40 lines and fails on a real regression
-    assert hit / det >= 0.85 and right / found >= 0.93, (hit / det, right / found)
+    # observed when written: recall 0.877 (229 / 261), precision 0.968; with the period read in
+    # units of each row's error, the periodic prior pass and one-count plateaus at edges: 0.935
+    # (244 / 261), 0.967. The floor leaves room for the few-point swings of 40 lines and fails
+    # on a real regression
+    assert hit / det >= 0.90 and right / found >= 0.93, (hit / det, right / found)
