@@ -100,7 +100,9 @@ def _print_prune(r, no_measure: bool = False) -> None:
                f"{r.algo} search, {r.importance} importance, {r.search_seconds:.2f} s ({r.evaluations} evaluations)")
     if r.search_note:
         click.echo(f"note     {r.search_note}")
-    cal = (f"calibrated on this machine: {r.scale:.3f} x conv sum + {r.rest_ms:.3f} ms" if r.calibrated
+    where = (f", its constant shifted to the {r.local_points} candidates measured near the target"
+             if r.local_points else "")
+    cal = (f"calibrated on this machine: {r.scale:.3f} x conv sum + {r.rest_ms:.3f} ms{where}" if r.calibrated
            else "not calibrated (--no-measure): conv layers only" if no_measure
            else "not calibrated (the table's device is not this machine): conv layers only")
     of = (f" ({r.target_ratio:g} x the original's {r.original.measured_ms:.3f} ms measured here, pooled over "

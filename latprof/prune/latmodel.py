@@ -60,6 +60,8 @@ class LatencyModel:
     scale: float = 1.0
     rest_us: float = 0.0
     calibrated: bool = False
+    local: int = 0                              # closed-loop candidates the constant was last shifted on
+    local_shift_us: float = 0.0                 # that shift, included in rest_us (may be negative)
     missing: set = field(default_factory=set)   # ConvSpecs a lookup needed and the table lacks
     missing_lines: list = field(default_factory=list)   # whole lines the table cannot fit (their specs in missing)
 

@@ -39,6 +39,7 @@ class PruneReport:
     groups: list[dict]
     search_seconds: float
     evaluations: int
+    local_points: int = 0      # the constant (rest_ms) last shifted to fit this many closed-loop candidates
     baselines: list[Candidate] = field(default_factory=list)   # at latprof's MACs
     peers: list[Candidate] = field(default_factory=list)       # pruned to the target by measurement
     #: each peer's MACs at latprof's measured latency, interpolated on its measured models (None: outside them)
