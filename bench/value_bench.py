@@ -84,6 +84,8 @@ def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regi
         "macs": {c["name"]: c["macs"] for c in [report["original"], pr] + report["baselines"]},
         "peers_ratio": {c["name"]: c.get("measured_ratio") for c in report["baselines"]},
         "latprof_macs_share": pr["macs"] / report["original"]["macs"],
+        # the share of the original's l1 importance each keeps (top-k per group, over every group)
+        "importance": {c["name"]: c.get("importance") for c in [pr] + report["baselines"] + report.get("peers", [])},
         # latprof's MACs over each fair peer's (round_to 8 / 16, pruned to the target by measurement) at
         # latprof's measured latency, interpolated on the peer's measured models; None outside them
         "macs_vs_peer_at_equal_latency": {k: (pr["macs"] / v if v else None)

@@ -118,13 +118,14 @@ def _print_prune(r, no_measure: bool = False) -> None:
     for g in r.groups:
         click.echo(f"{g['root']:32s} {g['channels']:6d} {g['kept']:6d}  {g['options']}")
     click.echo(f"{'':32s} {'predicted ms':>12s} {'measured ms':>12s} {'error':>7s} {'x orig':>7s} {'MMACs':>9s} "
-               f"{'params':>10s}")
+               f"{'params':>10s} {'kept imp.':>9s}")
     for c in [r.original, r.pruned] + r.baselines:
         err = (f"{c.predicted_ms / c.measured_ms - 1:+7.1%}" if c.predicted_ms is not None and c.measured_ms
                else "    n/a")
         ratio = f"{c.measured_ratio:7.3f}" if c.measured_ratio is not None else "    n/a"
+        imp = f"{c.importance:9.3f}" if c.importance is not None else f"{'n/a':>9s}"
         click.echo(f"{c.name:32s} {_ms(c.predicted_ms):>12s} {_ms(c.measured_ms):>12s} {err} {ratio} "
-                   f"{c.macs / 1e6:9.1f} {c.params:10d}")
+                   f"{c.macs / 1e6:9.1f} {c.params:10d} {imp}")
     if r.pruned.measured_ratio is not None:
         click.echo("measured: each model timed in interleaved rounds next to the original; 'x orig' is the median "
                    "per-round ratio, and ms = ratio x the original's latency pooled over the sessions")
@@ -140,8 +141,9 @@ def _print_prune(r, no_measure: bool = False) -> None:
         same = r.peer_macs_at_equal_latency.get(p.name)
         at = (f"; at latprof's measured latency it would keep {same / 1e6:.1f} MMACs, latprof "
               f"{r.pruned.macs / same:.2f}x that" if same else "")
+        imp = f", keeps {p.importance:.3f} of the importance (latprof {r.pruned.importance:.3f})" if p.importance else ""
         click.echo(f"peer     {p.name}, pruned to the target by measurement: {_ms(p.measured_ms).strip()} ms "
-                   f"(x orig {p.measured_ratio:.3f}), {p.macs / 1e6:.1f} MMACs{at}")
+                   f"(x orig {p.measured_ratio:.3f}), {p.macs / 1e6:.1f} MMACs{at}{imp}")
     if len(r.attempts) > 1:
         for i, a in enumerate(r.attempts, 1):
             click.echo(f"candidate {i}: budget {a['budget_ms']:.3f} ms, predicted {a['predicted_ms']:.3f} ms, "

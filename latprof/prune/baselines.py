@@ -105,6 +105,21 @@ def at_target(original: nn.Module, size, timer, target_us: float,
     return out
 
 
+def importance_kept(original: nn.Module, size, criterion: str = "l1", prev=None):
+    """A function of any pruned variant of `original` -> the share of importance it keeps
+    (`importance.retained`, over every channel group with residual groups pruned too), reading
+    each group's kept count from its root layer's outputs in the variant."""
+    from latprof.prune.importance import retained
+
+    graph = graphs.analyse(copy.deepcopy(original), size, keep_residual=False)
+    scores = [surgery.group_scores(graph, g, criterion, prev) for g in graph.groups]
+
+    def kept(model: nn.Module) -> float:
+        counts = surgery.channel_counts(model)
+        return retained(scores, [counts[g.root][1] for g in graph.groups])
+    return kept
+
+
 def macs_at(curve: list[tuple[float, int]], ratio: float) -> float | None:
     """A peer's MACs at a measured latency ratio, interpolated between the two of its measured
     models around it (None outside them: no extrapolation)."""

@@ -159,3 +159,12 @@ def option_values(scores: Tensor, options: Sequence[int]) -> np.ndarray:
     out = kept[ks] / total
     out[np.array(ks) == c_out] = 1.0  # exact, whatever the summation order
     return out
+
+
+def retained(scores: Sequence[Tensor], counts: Sequence[int]) -> float:
+    """Mean over groups of the share of each group's importance that keeping counts[k] of its
+    channels holds, the top-scored first (`option_values`): one figure for any pruned variant,
+    latprof's or a peer's, of how much of the original's channels it keeps by the criterion."""
+    if not scores:
+        return 1.0
+    return float(np.mean([option_values(s, [k])[0] for s, k in zip(scores, counts)]))

@@ -21,6 +21,10 @@ class Candidate:
     measured_ms: float | None = None
     measured_iqr_ms: tuple[float, float] | None = None   # p25, p75 of the samples behind measured_ms
     measured_ratio: float | None = None   # median per-round latency over the original's, timed together
+    #: share of the original's channel importance the model keeps: over every channel group
+    #: (residual ones too), the mean share of the group's scores its kept count holds, counting
+    #: the top-scored channels (`importance.retained`); 1.0 for the original
+    importance: float | None = None
 
 
 @dataclass

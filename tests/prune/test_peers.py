@@ -43,3 +43,25 @@ def test_macs_at_equal_latency_interpolates_and_never_extrapolates():
     assert baselines.macs_at(curve, 0.3) == pytest.approx(200)
     assert baselines.macs_at(curve, 0.8) == 700
     assert baselines.macs_at(curve, 0.9) is None and baselines.macs_at([], 0.5) is None
+
+
+def test_importance_kept_is_the_top_k_share_over_every_group():
+    import torch
+
+    from latprof.prune import graph as graphs
+    from latprof.prune import importance, surgery
+
+    original, size = models.load("small_cifar10")
+    keeps = baselines.importance_kept(original, size)
+    assert keeps(original) == pytest.approx(1.0)
+    # a peer that prunes half of every group by L1 keeps each group's top half: by hand
+    peer = baselines.magnitude(original, size, 0.5, 8)
+    graph = graphs.analyse(original, size, keep_residual=False)
+    counts = surgery.channel_counts(peer)
+    by_hand = []
+    for g in graph.groups:
+        s = torch.sort(surgery.group_scores(graph, g, "l1"), descending=True).values.double()
+        by_hand.append(float(s[:counts[g.root][1]].sum() / s.sum()))
+    assert keeps(peer) == pytest.approx(np.mean(by_hand))
+    assert 0.5 < keeps(peer) < 1.0               # the top half of L1 holds more than half of it
+    assert importance.retained([], []) == 1.0
