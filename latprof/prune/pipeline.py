@@ -19,6 +19,7 @@ from latprof.errors import LatprofError
 from latprof.measure import device as devices
 from latprof.measure.timing import Clock, CudaClock, Protocol, summarize
 from latprof.prune import baselines, latmodel, surgery
+from latprof.prune.loop import CANDIDATE_BUDGETS, MAX_ROUNDS, MEASURE_MARGIN, landing_shares, recalibrate_locally
 from latprof.prune.report import PruneReport, candidate
 from latprof.prune.timer import Timer, add_launch_check, check_cuda_graphs, scaled
 from latprof.prune import graph as graphs
@@ -27,19 +28,6 @@ from latprof.staircase import options
 from latprof.tables import io as tbl
 from latprof.tables.io import LatencyTable
 
-
-#: Budgets, as shares of the target, at which candidates are searched when this machine can
-#: measure them (the closed loop picks among them by measurement).
-CANDIDATE_BUDGETS = (1.0, 0.96, 0.92, 0.88, 0.84)
-#: Rounds of candidates when none measures under the target.
-MAX_ROUNDS = 3
-#: The closed loop accepts a measured latency only this far under the target: two whole-model
-#: measurements of one model on this project's shared CPU differed by up to ~5%, and the final
-#: report measures again.
-MEASURE_MARGIN = 0.03
-#: How far under the limit the chosen candidate may land before one more round of budgets is
-#: searched between it and the next candidate over (`_landing_shares`).
-LANDING = 0.02
 
 @dataclass
 class PruneConfig:
@@ -251,9 +239,9 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
     that keeps the most value and measures under the target (less `MEASURE_MARGIN`) wins. When
     none does, the budgets shrink by the best candidate's measured/target ratio and the round
     repeats, at most `MAX_ROUNDS` times; the fastest candidate measured is the fallback. When the
-    winner lands more than `LANDING` under the limit, one more round searches budgets between it
-    and the next candidate over (`_landing_shares`). After each measured round the latency
-    model's scale and rest are fitted again where the search looks (`recalibrate_locally`), so the
+    winner lands more than `loop.LANDING` under the limit, one more round searches budgets between it
+    and the next candidate over (`loop.landing_shares`). After each measured round the latency
+    model's scale and rest are fitted again where the search looks (`loop.recalibrate_locally`), so the
     next round's budgets mean what they say; each candidate keeps the prediction it had when it
     was searched, and that is what the report compares with its measurement.
     `target()`: the target in us (a ratio of the original's latency moves as its measurement is
@@ -303,7 +291,7 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
         ok = [(cand.result.value, -got, cand) for got, cand, _ in found.values() if got <= limit]
         if ok:
             best = max(ok, key=lambda t: t[:2])[2]
-            aims = () if refined else _landing_shares(found, found[tuple(best.counts)], limit,
+            aims = () if refined else landing_shares(found, found[tuple(best.counts)], limit,
                                                       lambda c: lm.predict(c.counts) / timer.scale_us())
             shares = tuple(a * timer.scale_us() / target() for a in aims)
             if not shares:
@@ -321,45 +309,11 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
     return best
 
 
-def recalibrate_locally(lm: latmodel.LatencyModel, measured: list[tuple[list[int], float]], original_us: float) -> None:
-    """Shift the model's constant so that it reads true on the candidates the closed loop measured
-    (`measured`: counts and ratio to the original): the median of measured - predicted over them
-    is added to `rest_us` (the scale from `calibrate` stays). A search exploits the model where it
-    is optimistic: on googlenet (64x64, one CPU thread) the configurations a search picked
-    measured 6-14% above a fit on full, smallest, halfway and random models, which themselves
-    fitted within +-3%. The candidates lie where the next round searches, so their error is the
-    one that matters there; refitting the slope on points that close together would not be."""
-    base = lm.rest_us - lm.local_shift_us
-    off = [r * original_us - (lm.scale * lm.conv_sum(c) + base) for c, r in measured]
-    off = [o for o in off if np.isfinite(o)]
-    if off:
-        lm.local_shift_us = float(np.median(off))
-        lm.rest_us = base + lm.local_shift_us
-        lm.local = len(off)
-
-
 def _set_measured(cand, ratios: np.ndarray, scale_us: float) -> None:
     """A candidate's measured latency (ms, its p25-p75) and ratio from its per-round ratios to the original."""
     st = scaled(summarize(ratios), scale_us / 1e3)
     cand.measured_ms, cand.measured_iqr_ms = st.p50, (st.p25, st.p75)
     cand.measured_ratio = float(np.median(ratios))
-
-
-def _landing_shares(found: dict, best: tuple, limit: float, predicted=None) -> tuple[float, ...]:
-    """Budgets for one more round when the best candidate under the limit landed more than
-    `LANDING` under it and a candidate of more value measured over it: interpolated on measured
-    latency between the two (a search of budgets 4% apart with a 3% margin landed 4-14% under
-    its targets in the value benchmark). `predicted(cand)`: the model's prediction now (after
-    `recalibrate_locally`), in the units of `limit`; the budgets come back in those units. Without
-    it, the candidates' budget shares are interpolated instead. () when there is nothing to refine."""
-    got, cand, share = best
-    over = [(s, g, c) for g, c, s in found.values() if g > limit and c.result.value > cand.result.value and s > share]
-    if got >= limit * (1 - LANDING) or not over:
-        return ()
-    o_share, o_got, o_cand = min(over, key=lambda t: t[:2])
-    at, o_at = (share, o_share) if predicted is None else (predicted(cand), predicted(o_cand))
-    aim = at + (limit - got) / (o_got - got) * (o_at - at)
-    return tuple(at + f * (aim - at) for f in (0.5, 0.8, 1.0))
 
 
 def make_report(cfg: PruneConfig, setup: Setup, found: Found, target_us: float, full_us: float) -> PruneReport:

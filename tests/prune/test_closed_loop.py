@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from latprof.prune import baselines
+from latprof.prune import loop
 from latprof.prune import pipeline as pruning
 from synthetic import model_table
 
@@ -51,17 +52,17 @@ def test_the_loop_lands_close_under_the_target_by_measurement(setup, slow):
     target = 0.6 * full
     best = pruning.search(cfg, s, timer, lambda: target)
     got = float(np.median(best.ratios)) * full
-    limit = target * (1 - pruning.MEASURE_MARGIN)
+    limit = target * (1 - loop.MEASURE_MARGIN)
     assert got <= limit
     # nothing measured that kept more value also met the limit
     assert all(a["measured_ms"] * 1e3 > limit or a["value"] <= best.result.value + 1e-12 for a in best.attempts)
     # within LANDING of the limit (without the refinement round: 2.5-4.4% under at 1.04-1.12)
-    assert got >= limit * (1 - pruning.LANDING)
+    assert got >= limit * (1 - loop.LANDING)
 
 
 def test_no_refinement_round_when_the_winner_lands_close(setup):
     found = {(1,): (0.59, type("C", (), {"result": type("R", (), {"value": 1.0})()})(), 1.0)}
-    assert pruning._landing_shares(found, found[(1,)], 0.6) == ()
+    assert loop.landing_shares(found, found[(1,)], 0.6) == ()
 
 
 def test_after_a_measured_round_the_model_reads_true_near_the_target(setup):
@@ -70,8 +71,8 @@ def test_after_a_measured_round_the_model_reads_true_near_the_target(setup):
     full = lm.predict(lm.full_counts())
     timer = OptimisticTimer(lm, full, 1.12)
     best = pruning.search(cfg, s, timer, lambda: 0.6 * full)
-    first = best.attempts[:len(pruning.CANDIDATE_BUDGETS)]
-    later = best.attempts[len(pruning.CANDIDATE_BUDGETS):]
+    first = best.attempts[:len(loop.CANDIDATE_BUDGETS)]
+    later = best.attempts[len(loop.CANDIDATE_BUDGETS):]
     error = [abs(a["predicted_ms"] / a["measured_ms"] - 1) for a in first + later]
     assert later and lm.local > 0
     # searched with the model as calibrated: 9-11% optimistic; after the shift: within 1%
