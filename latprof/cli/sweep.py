@@ -24,7 +24,8 @@ from latprof.spec import DTYPES, LAYOUTS
 @click.option("--groups", callback=_values("groups"), default="1", show_default=True, help="Grid: groups.")
 @click.option("--batch", "batches", callback=_values("batch"), default="1", show_default=True,
               help="Batch size(s), e.g. 1,8,32.")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES + ("auto",)), default="float32", show_default=True,
+              help="auto: bfloat16 on a CPU with AMX or AVX512-BF16, else float32; float16 on a GPU.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="nchw", show_default=True)
 @click.option("--device", help="cpu, cuda or cuda:N (default: the first GPU, else the CPU).")
 @click.option("--gpu", help="A visible GPU by name (titan_rtx matches 'NVIDIA TITAN RTX') or index.")
@@ -78,6 +79,8 @@ def sweep(model, input_size, cin, cout, hw, kernel, stride, groups, batches, dty
     with cuda_settings(cudnn_benchmark=cudnn_benchmark):  # the CUDA clock keeps it, and TF32 off
         s = sweeps.run(cfg)
     click.echo(f"device   {s.device.name} ({s.device.slug})")
+    if s.dtype_note:
+        click.echo(f"dtype    {s.dtype_note}")
     click.echo(f"table    {s.path}")
     click.echo(f"shapes   {s.planned} planned in {len(s.lines)} lines ({s.mode}; dense lines would be "
                f"{s.line_points}): {s.measured} measured now, {s.skipped} already measured, {s.left} left")

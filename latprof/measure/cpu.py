@@ -1,5 +1,6 @@
 """CPU-only settings and provenance for timing: glibc's allocator put in a steady state
-(`steady_malloc`), and which oneDNN implementation a call ran (`cpu_kernel_names`)."""
+(`steady_malloc`), which oneDNN implementation a call ran (`cpu_kernel_names`), and the dtype
+this CPU runs convolutions fastest in (`best_dtype`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ import torch
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # malloc.h
+
+
+def best_dtype(simd_flags) -> tuple[str, str]:
+    """The dtype a CPU deployment would run in, and why: bfloat16 where the CPU has bfloat16
+    matrix instructions (AMX tiles, or AVX512-BF16 dot products: oneDNN's bf16 convolutions use
+    them), else float32. Measured on this project's Xeon with AMX: a 3x3 conv (c_in 128, 16x16,
+    batch 8, one thread) ran 4-5x faster in bfloat16 than in float32, with its own staircase."""
+    flags = set(simd_flags or ())
+    if "amx_bf16" in flags:
+        return "bfloat16", "the CPU has AMX bfloat16 tiles (amx_bf16)"
+    if "avx512_bf16" in flags:
+        return "bfloat16", "the CPU has AVX512-BF16 (avx512_bf16)"
+    return "float32", "the CPU has no bfloat16 matrix instructions (amx_bf16, avx512_bf16)"
 
 
 def steady_malloc() -> str:

@@ -78,6 +78,7 @@ class SweepSummary:
     steps_path: Path | None = None
     contended: int = 0                   # rows flagged: another process was busy while they were sampled
     timed_s: float = 0.0                 # seconds inside the timed samples of the rows written
+    dtype_note: str = ""                 # with dtype "auto": which dtype was chosen, and why
 
 
 @dataclass
@@ -189,6 +190,10 @@ def run(cfg: SweepConfig) -> SweepSummary:
     """Plan, then measure on one device into one table; then the step table of a finished model sweep."""
     dev = devices.select(cfg.device, cfg.gpu)
     backend = cfg.backend or backends.default_backend(dev)
+    note = ""
+    if cfg.dtype == "auto":
+        cfg.dtype, why = resolve_auto_dtype(dev)
+        note = f"{cfg.dtype}: {why}"
     if cfg.request is None:
         backends.check(backend, dev, {cfg.dtype})
         if backend == "triton" and not cfg.tile:
@@ -221,7 +226,18 @@ def run(cfg: SweepConfig) -> SweepSummary:
                                            [lines_.fit_line(index, line) for line in todo.model_lines], raw)
     return SweepSummary(path, dev, planned, result.measured, result.skipped, len(result.left),
                         result.noisy, result.drifted, time.monotonic() - t0, todo.lines or todo.model_lines,
-                        todo.mode, todo.line_points, steps_file, result.contended, result.timed_s)
+                        todo.mode, todo.line_points, steps_file, result.contended, result.timed_s, note)
+
+
+def resolve_auto_dtype(dev: devices.Device) -> tuple[str, str]:
+    """`--dtype auto`: the dtype deployments of this device run in, and why (on the CPU,
+    `cpu.best_dtype` from its instruction set; on a GPU float16, which every GPU latprof
+    supports runs on tensor cores)."""
+    if dev.kind == "cpu":
+        from latprof.measure.cpu import best_dtype
+
+        return best_dtype(dev.identity.get("simd_flags"))
+    return "float16", "GPUs run float16 on tensor cores"
 
 
 #: Most rounds of grid measurement (each measures the pairs the refined fits ask for).
