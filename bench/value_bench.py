@@ -85,7 +85,9 @@ def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regi
         "peers_ratio": {c["name"]: c.get("measured_ratio") for c in report["baselines"]},
         "latprof_macs_share": pr["macs"] / report["original"]["macs"],
         # the share of the original's l1 importance each keeps (top-k per group, over every group)
-        "importance": {c["name"]: c.get("importance") for c in [pr] + report["baselines"] + report.get("peers", [])},
+        "importance": {"latprof": pr.get("importance"),
+                       **{f"equal MACs: {c['name']}": c.get("importance") for c in report["baselines"]},
+                       **{f"peer: {c['name']}": c.get("importance") for c in report.get("peers", [])}},
         # latprof's MACs over each fair peer's (round_to 8 / 16, pruned to the target by measurement) at
         # latprof's measured latency, interpolated on the peer's measured models; None outside them
         "macs_vs_peer_at_equal_latency": {k: (pr["macs"] / v if v else None)
@@ -149,8 +151,9 @@ def main() -> None:
           f"(`bench/verify_saved.py`'s, {args.rounds} rounds, median of 3 calls per sample). Ratios are pruned / "
           "original in the same rounds.", "",
           "| model (batch) | target | report ratio | independent | report/indep | verdict (report) | agrees | "
-          "met indep. | prediction error | uniform | TP L1 r8 | latprof MACs | MACs vs r8 / r16 at equal latency |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "met indep. | prediction error | uniform | TP L1 r8 | latprof MACs | MACs vs r8 / r16 at equal latency | "
+          "importance kept: latprof / r8 / r16 peers |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         peers = list(c["peers_ratio"].values()) + [None, None]
         md.append(f"| {c['model']} ({c['batch']}) | {c['target_ratio']:g} | {c['report_ratio']:.4f} | "
@@ -160,6 +163,8 @@ def main() -> None:
                   + " | ".join(f"{p:.3f}" if p else "n/a" for p in peers[:2])
                   + f" | {c['latprof_macs_share']:.0%} | "
                   + " / ".join(f"{v:.2f}x" if v else "n/a" for v in c["macs_vs_peer_at_equal_latency"].values())
+                  + " | " + " / ".join(f"{v:.3f}" if v is not None else "n/a" for k, v in c.get("importance", {}).items()
+                                       if k == "latprof" or k.startswith("peer: "))
                   + " |")
     md += ["", f"Verdict agrees with the independent timing in {summary['verdict_agrees']:.0%} of cases "
            f"(goal {GOAL['verdict_agrees']:.0%}); target met independently in {summary['met']:.0%} "
@@ -168,7 +173,9 @@ def main() -> None:
            f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. \"uniform\" and \"TP L1 r8\" "
            "are at latprof's MACs (equal MACs), as ratios to the original measured in the report's final session. "
            "The last column: latprof's MACs over those of Torch-Pruning's L1 pruner with round_to 8 and 16, each "
-           "pruned to the target by measurement, at latprof's measured latency (goal: 1.15x or more).",
+           "pruned to the target by measurement, at latprof's measured latency (goal: 1.15x or more). Importance "
+           "kept: the share of the original's l1 importance each model keeps (mean over every channel group of the "
+           "top-k share of its scores), latprof's pick and the two peers.",
            f"Run time {report['seconds']} s."]
     md += [f"Unreachable (prune refused, as it should): {u['model']} at {u['target_ratio']:g}: {u['why']}"
            for u in unreachable]
