@@ -64,6 +64,10 @@ class LatencyModel:
     local_shift_us: float = 0.0                 # that shift, included in rest_us (may be negative)
     missing: set = field(default_factory=set)   # ConvSpecs a lookup needed and the table lacks
     missing_lines: list = field(default_factory=list)   # whole lines the table cannot fit (their specs in missing)
+    #: price a (c_in, c_out) pair the table lacks from the layer's two lines (`pair_estimate`)
+    #: instead of listing it as missing; prune does, a sweep planning what to measure does not
+    estimate_pairs: bool = False
+    estimated: set = field(default_factory=set)  # ConvSpecs priced that way
 
     def lookup(self, term: ConvTerm, c_in: int, c_out: int) -> float | None:
         s = term.spec
@@ -80,9 +84,25 @@ class LatencyModel:
         if got is not None:
             return got[0]
         level = fit.level_at(axis_count) if fit is not None else None
+        if level is None and axis_count is None and self.estimate_pairs:
+            level = self.pair_estimate(s, c_in, c_out)
+            if level is not None:
+                self.estimated.add(spec)
+                return level
         if level is None:
             self.missing.add(spec)
         return level
+
+    def pair_estimate(self, s: ConvSpec, c_in: int, c_out: int) -> float | None:
+        """The separable grid model (`options.grid_predict`): f(c_in, c_out) = f(C_in, c_out) x
+        f(c_in, C_out) / f(C_in, C_out), from the layer's two fitted lines. Used for a pair the
+        sweep did not measure (its fits moved after it planned the pairs, e.g. when rows measured
+        under contention were set aside); None when either count lies in an unresolved interval."""
+        out, inp = self.fits.get((s, "c_out")), self.fits.get((s, "c_in"))
+        if out is None or inp is None or out.missing or inp.missing:
+            return None
+        lo, li, full = out.level_at(c_out), inp.level_at(c_in), out.level_at(s.c_out)
+        return None if lo is None or li is None or not full else lo * li / full
 
     def c_in(self, term: ConvTerm, counts) -> int:
         """The input channels `term` receives when group k keeps counts[k] (a list, or a dict of

@@ -180,9 +180,12 @@ def load(cfg: PruneConfig) -> Setup:
     prev = torch.load(cfg.weights_prev, map_location="cpu") if cfg.weights_prev else None
     scores = [surgery.group_scores(graph, g, cfg.importance, prev) for g in graph.groups]
     values = [option_values(s, opts) for s, opts in zip(scores, lm.options)]
+    lm.estimate_pairs = True
     lm.term_tables()  # looks up every option pair: all missing shapes at once, in one request
     if lm.missing:
         _missing(cfg, lm, table)
+    if lm.estimated:
+        warnings.append(_estimated_pairs(cfg, lm, table))
     return Setup(table, ctx, original, size, lm, values, prev, warnings)
 
 
@@ -399,6 +402,19 @@ def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
                        f"they are listed in {path}; measure them on {dev.get('name')} with "
                        f"`latprof sweep {where} --request {path} --out {part}`, merge with `{merge}`, and prune "
                        f"again with --table {target}")
+
+
+def _estimated_pairs(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable) -> str:
+    """Write the (c_in, c_out) pairs the latency model priced from two lines into a request file,
+    and say so: pruning goes on, and measuring them makes the next run exact there."""
+    from latprof.tables import request as requests
+
+    path = cfg.out / "pairs.request.json"
+    requests.write_request(path, sorted(lm.estimated), {"device": table.device, "model": cfg.model})
+    return (f"{len(lm.estimated)} (c_in, c_out) pairs the search may look up are not in the table (its line fits "
+            "moved after the sweep planned its pairs); they are priced from their layers' two lines (separable "
+            f"grid model). To measure them: `latprof sweep --request {path} --out PART.parquet`, then "
+            f"`latprof tables merge` it into {cfg.table}")
 
 
 def _pruned_copy(original: nn.Module, size, cfg: PruneConfig, counts: list[int]) -> nn.Module:

@@ -190,3 +190,26 @@ def test_fit_calibration_rejects_non_finite_input(bad):
         latmodel.fit_calibration([100.0, bad], [110.0, 220.0])
     with pytest.raises(LatprofError, match="finite"):
         latmodel.fit_calibration([100.0, 200.0], [110.0, bad])
+
+
+def test_prune_prices_a_pair_the_sweep_missed_from_the_two_lines_and_lists_it(tmp_path):
+    from latprof.prune import pipeline
+    from latprof.tables import request as requests
+
+    # lines only: no (c_in, c_out) pairs, as if the fits moved after the sweep planned them
+    path = model_table(tmp_path / "lines.parquet", MODEL, every=4)
+    cfg = pipeline.PruneConfig(model=MODEL, table=str(path), target_ratio=0.6, measure=False, out=tmp_path / "out")
+    setup = pipeline.load(cfg)                       # no request round: it goes on
+    lm = setup.lm
+    assert lm.estimated and not lm.missing
+    listed = set(requests.read_request(tmp_path / "out" / "pairs.request.json"))
+    assert listed == lm.estimated
+    assert any("pairs.request.json" in w and "separable grid model" in w for w in setup.warnings)
+    spec = min(lm.estimated)
+    t = next(t for t in lm.terms if t.spec.replace(c_in=spec.c_in, c_out=spec.c_out) == spec)
+    full = lm.fits[(t.spec, "c_out")].level_at(t.spec.c_out)
+    by_hand = (lm.fits[(t.spec, "c_out")].level_at(spec.c_out) * lm.fits[(t.spec, "c_in")].level_at(spec.c_in)
+               / full)
+    assert lm.lookup(t, spec.c_in, spec.c_out) == pytest.approx(by_hand)
+    # close to the truth (the synthetic staircase is a product plus a 5 us constant, not quite separable)
+    assert by_hand == pytest.approx(staircase_us(spec), rel=0.3)

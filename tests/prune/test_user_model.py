@@ -17,6 +17,7 @@ def test_the_user_model_example_prunes_to_its_target(tmp_path):
     oracle = oracle_table(tmp_path / "t.parquet", MODEL)
     assert oracle.requests == []                     # no request round after the sweep's shapes
     setup = oracle.setup
+    assert not setup.lm.estimated                    # and no pair it had to estimate
     lm = setup.lm
     by_root = {g.root: g for g in lm.graph.groups}
     assert by_root["stem.0"].step == 4 and by_root["grouped.0"].step == 4     # the grouped conv's 4 groups

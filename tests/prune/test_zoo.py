@@ -186,6 +186,7 @@ def test_zoo_prunes_to_the_target_exactly(oracles, tmp_path, name, ratio, algo):
     oracle = oracles(name)
     assert oracle.requests == [], f"prune asked for shapes beyond what a sweep measures: {oracle.requests}"
     setup = oracle.setup
+    assert not setup.lm.estimated, "prune priced pairs a sweep measures from two lines instead"
     lm, size = setup.lm, setup.size
     _randomise_norms(setup.original, size)   # search deep-copies the original: the pruned model gets these too
     if algo == "smallest":   # every group at its smallest option: what a search may reach at most
