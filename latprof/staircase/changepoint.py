@@ -170,10 +170,13 @@ class Segmenter:
     def retile(self) -> None:
         """With a period: the common slope and tau again, from neighbours inside one tile (no tile
         edge between them): the median of their differences and of their squared differences in
-        units of their variance. Kept as they are with fewer than 8 such pairs."""
+        units of their variance. Kept as they are with fewer than 8 such pairs, or on a line that
+        is not dense: a sparse sampler measures neighbours where it bisected an edge that is not
+        a tile edge (an algorithm switch) or probed around an outlier, so their differences are
+        steps, not noise (as for `neighbour_tau`)."""
         x, y = self.x, self.y
         same = (np.diff(x) == 1) & ((x[1:] - 1) // self.period == (x[:-1] - 1) // self.period)
-        if same.sum() < 8:
+        if same.sum() < 8 or not _dense(x):
             return
         d = np.diff(y)[same]
         base = (self.s2[1:] + self.s2[:-1])[same]

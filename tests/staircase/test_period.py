@@ -58,3 +58,21 @@ def test_switch_one_count_before_a_tile_edge_is_a_plateau(seed):
     lat = np.exp(rows(y, 0.003, rng))
     fit = fit_steps(c, lat, rel_se=np.full(c.size, 0.003))
     assert {40, 64, 65} <= set(fit.edges) and 64 not in fit.outliers
+
+
+def test_sparse_line_with_period_keeps_its_noise():
+    """A sparse sample with a period: neighbours inside one tile were measured where a sampler
+    bisected an algorithm switch or probed around a spike, so their differences are steps, not
+    noise. Regression: tau was read from them (0.49) and the fit found no edge at all."""
+    from latprof.staircase.fit import fit_steps
+
+    c = np.arange(1, 513)
+    y = 0.2 * np.ceil(c / 64) + np.where((c >= 252) & (c < 312), 0.6, 0.0)
+    pts = sorted({1, 512} | {v for m in range(1, 8) for v in (64 * m, 64 * m + 1)}
+                 | {248, 250, 251, 252, 256, 308, 310, 311, 312, 16, 17, 96, 97, 98, 32, 33, 160, 161})
+    lat = np.exp(y[np.array(pts) - 1])
+    lat[pts.index(17)] *= 1.66
+    lat[pts.index(97)] *= 1.97
+    fit = fit_steps(pts, lat, noise_rel=0.02, period=64)
+    assert fit.tau < 0.05
+    assert set(fit.edges) >= {65, 129, 193, 252, 257, 312, 321, 385, 449}
