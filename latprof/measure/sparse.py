@@ -16,20 +16,27 @@ the fit reports (``StepFit.edge_intervals``).
 
 Strategy
 --------
-1. Coarse grid: ``lo``, ``hi`` and every multiple of ``coarse`` in between (16, or 32 from
-   256 counts on, so that the grid takes a third of the budget). With ``prior_multiple`` k
-   (a tile or vector width the device is believed to use) the grid spacing is a multiple of k,
-   so grid points are tile ends.
+1. Coarse grid: ``lo``, ``hi`` and every count m*coarse + 1 in between (``coarse`` 16, or 32
+   from 256 counts on, so that the grid takes a third of the budget). These are tile starts
+   for every width dividing ``coarse``: a count m*k + 1 is the first of a new tile, so a grid
+   interval whose level changed holds its edge at its right end when that is its only tile
+   start, and the fit's reported edge (the interval's right end) is the true one even before
+   a period is known. With ``prior_multiple`` k (a tile or vector width the device is believed
+   to use) the grid spacing is a multiple of k.
 2. Each round the points so far are fitted with `latprof.staircase.fit.fit_steps` (each
    row's own error, sloped plateaus, outliers; pooled plateau levels decide what differs) and
    the next points are, in this order, while the budget lasts:
-   a. every edge interval wider than one count is split. With a period p (``prior_multiple``,
-      else the one the fit infers from the edges found exactly, `fit.infer_period`), an
-      interval holding one count m*p + 1 needs no probe: the fit puts the edge there; one
-      holding several is split at the tile end nearest its middle. Without one, the first
-      probe after a multiple L of ``align`` (8) is L + 1 (a count of m*k fills m tiles
-      exactly, so a new level starts at m*k + 1; a right guess pins the edge at once), else
-      the midpoint (bisection);
+   a. edge intervals wider than one count are split, the most significant edges first (the
+      fit's z), and only as many as the budget can finish: each interval's probes still needed
+      are counted (halvings to two counts, or to one tile start) and an edge that does not fit
+      in what is left gets none (a half-bisected edge is a miss and a false edge at once).
+      With a period p (``prior_multiple``, else the one the fit infers from the edges found
+      exactly, `fit.infer_period`), an interval holding one count m*p + 1 needs no probe when
+      that count is its right end, else one (the tile start) until the edges show the period;
+      one holding several is split at a tile start (at a tile end when its right end is not a
+      tile start). Without one, an interval whose right end is m*``align`` + 1 (8) first gets
+      the count before that end (a right guess pins a tile edge exactly, which is what shows
+      the period), else the midpoint (bisection, which keeps to tile starts on the grid);
    b. the neighbours c - 1 and c + 1 of every point the fit calls an outlier, once: a single
       high or low point may be a timing outlier or a plateau narrower than the grid. (Probing
       also the one-point segments above or below both neighbours, whose neighbours are too far
@@ -37,7 +44,10 @@ Strategy
    c. the midpoint of every gap inside a segment whose two ends differ, beyond the segment's
       slope, by more than ``z_gap`` standard errors of the two rows: more than a sloped
       plateau allows, so an edge may hide there;
-   d. once nothing else is asked for: the midpoints of the ``verify`` widest gaps, once.
+   d. once nothing else is asked for and a period p is known: the count before every measured
+      tile start (pairs m*p, m*p + 1: each plateau gets a second point and each edge is exact,
+      so that small steps stand out and the fit of these points infers the period);
+   e. then the midpoints of the ``verify`` widest gaps, once.
 3. A count fed as None or NaN (a shape that failed) is never asked for again and is treated
    as unmeasured.
 
@@ -126,7 +136,7 @@ class SparseLine:
         if n <= self.max_points:
             grid = set(range(self.lo, self.hi + 1))
         else:
-            grid = {self.lo, self.hi} | set(range(-(-self.lo // step) * step, self.hi + 1, step))
+            grid = {self.lo, self.hi} | set(range(self.lo + (1 - self.lo) % step, self.hi + 1, step))
         self._pending = sorted(grid)
 
     @property
@@ -208,29 +218,41 @@ class SparseLine:
         # (so that a fit of these points alone, `fit_steps(period="auto")`, places them too).
         shown = period is not None and found == period
         edges, outl, gaps, pin = [], [], [], []
-        order = sorted(fit.edge_intervals, key=lambda iv: iv[0] - iv[1])  # widest first
-        for a, b in order:  # the edge lies in a..b; a - 1 and b are measured
+        room = self.max_points - len(self._data.keys() | self._failed)
+        z_of = dict(zip(fit.edge_intervals, fit.z_scores))
+        wanted = []  # (z, probes still needed to pin it, next probe)
+        for a, b in fit.edge_intervals:  # the edge lies in a..b; a - 1 and b are measured
             if b == a:
                 continue
             if b == a + 1:  # the reported edge b is within one count already: pin it last
                 pin.append(self._free(a, a, a))
                 continue
+            z = z_of[(a, b)]
             if period:
                 aligned = [v for v in range(a, b + 1) if (v - 1) % period == 0]
                 if len(aligned) == 1:
-                    if not shown:  # pin it: the tile start, then the count before it
-                        v = aligned[0]
-                        edges.append(self._free(a, b - 1, v if v < b else v - 1))
-                    continue  # the fit places the edge at the tile start
+                    v = aligned[0]
+                    if not shown and v < b:  # pin it: the tile start, then the count before it
+                        wanted.append((z, 1, self._free(a, b - 1, v)))
+                    continue  # the fit places the edge at the tile start (or b is that start)
                 if aligned:
-                    mid = aligned[len(aligned) // 2]
-                    edges.append(self._free(a, b - 1, mid - 1 if mid - 1 >= a else mid))
+                    k = len(aligned)
+                    last = aligned[-1] == b  # tile-start probes keep the right end a tile start
+                    mid = aligned[(k - 2) // 2] if last else aligned[k // 2]
+                    cost = math.ceil(math.log2(k)) + (0 if shown or last else 1)
+                    wanted.append((z, cost, self._free(a, b - 1, mid if last else (mid - 1 if mid - 1 >= a else mid))))
                     continue
-            if self.align and (a - 1) % self.align == 0 and a not in self._guessed and self._guessing(fit):
-                self._guessed.add(a)
-                edges.append(self._free(a, b - 1, a))
+            cost = max(1, math.ceil(math.log2(b - a + 1)) - 1)
+            if self.align and (b - 1) % self.align == 0 and b - 1 not in self._guessed and self._guessing(fit):
+                self._guessed.add(b - 1)  # the right end is a tile start: is the edge there?
+                wanted.append((z, cost, self._free(a, b - 1, b - 1)))
             else:
-                edges.append(self._free(a, b - 1, (a - 1 + b) // 2))
+                wanted.append((z, cost, self._free(a, b - 1, (a - 1 + b) // 2)))
+        spend = 0
+        for z, cost, probe in sorted(wanted, key=lambda t: -t[0]):  # the surest edges first
+            if spend + cost <= room:
+                spend += cost
+                edges.append(probe)
         for c in fit.outliers:
             if c not in self._probed:
                 self._probed.add(c)
@@ -249,6 +271,9 @@ class SparseLine:
             if abs(diff) > self.z_gap * se:
                 gaps.append(self._free(u + 1, v - 1, (u + v) // 2))
         out = [p for p in edges + outl + gaps + pin if p is not None]
+        if not out and period:  # pair every measured tile start with the count before it
+            out = [v - 1 for v in sorted(self._data) if (v - 1) % period == 0 and v > self.lo]
+            out = [p for p in out if p not in self._data and p not in self._failed]
         if not out and not self._verified:
             self._verified = True
             widest = sorted(pairs, key=lambda uv: uv[0] - uv[1])[: self.verify]
@@ -259,7 +284,7 @@ class SparseLine:
     def _guessing(self, fit: StepFit) -> bool:
         """Tile-aligned guesses go on while they pay: the first two are free, later ones need a
         guess that pinned an edge (on a line whose steps are not tile-aligned they cost a point each)."""
-        hits = sum(1 for lo, hi in fit.edge_intervals if lo == hi and hi in self._guessed)
+        hits = sum(1 for lo, hi in fit.edge_intervals if lo == hi and hi - 1 in self._guessed)
         return hits > 0 or len(self._guessed) < 2
 
     def _sigma(self, c: int, fit: StepFit) -> float:

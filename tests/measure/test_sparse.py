@@ -114,16 +114,17 @@ def test_failure_mode_narrow_bump_missed():
 def test_grid_and_interface():
     line = SparseLine(5, 100, coarse=32, prior_multiple=48, align=None, verify=0)
     first = line.next_points()
-    assert first == [5, 48, 96, 100]  # the grid spacing becomes a multiple of the tile width
+    assert first == [5, 49, 97, 100]  # grid on tile starts, its spacing a multiple of the tile width
     assert line.next_points() == first  # idempotent until fed
-    line.feed({5: 1.0, 48: 1.0})  # partial feed: the rest stays pending
+    line.feed({5: 1.0, 49: 1.0})  # partial feed: the rest stays pending
     assert line.next_points() == first[2:]
-    assert line.measured == {5: 1.0, 48: 1.0}
-    line.feed({96: 2.0, 100: 2.0})
-    assert line.next_points() == [49]  # the tile start pins the edge (one edge cannot show a period)
-    line.feed({49: 2.0})
+    assert line.measured == {5: 1.0, 49: 1.0}
+    line.feed({97: 2.0, 100: 2.0})
+    assert line.fit().edges == (97,)  # the interval's right end is its only tile start
+    assert line.next_points() == [48, 96]  # spare budget: each tile start paired with the count before
+    line.feed({48: 1.0, 96: 1.0})
     assert line.next_points() == []
-    assert line.done and line.fit().edges == (49,)
+    assert line.done and line.fit().edge_intervals == ((97, 97),)
     assert line.next_points() == []
 
 
