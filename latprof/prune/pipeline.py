@@ -134,7 +134,9 @@ def run(cfg: PruneConfig) -> PruneReport:
             scale = timer.scale_us()           # with this last session's original in it
             # the chosen model's samples pool the loop's session with this one: the loop chose it
             # because its session read under the target (a low draw is likelier to be chosen)
-            ratios[0] = np.concatenate([found.ratios, ratios[0]]) if found.ratios is not None else ratios[0]
+            sessions = [ratios[0]] if found.ratios is None else [found.ratios, ratios[0]]
+            report.pruned.session_ratios = [float(np.median(r)) for r in sessions]
+            ratios[0] = np.concatenate(sessions)
             for cand, r in zip(cands, ratios):
                 _set_measured(cand, r, scale)
             for cand, (_, _, r, curve) in zip(report.peers, peers):

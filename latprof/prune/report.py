@@ -25,6 +25,9 @@ class Candidate:
     #: (residual ones too), the mean share of the group's scores its kept count holds, counting
     #: the top-scored channels (`importance.retained`); 1.0 for the original
     importance: float | None = None
+    #: median ratio to the original in each session it was timed in (latprof's pick: the closed
+    #: loop's and the final one): how far two measurements of the same model a minute apart differ
+    session_ratios: list = field(default_factory=list)
 
 
 @dataclass
@@ -68,13 +71,33 @@ class PruneReport:
         return got is not None and got <= self.target_ms * 1.0000001
 
     @property
+    def noise_rel(self) -> float | None:
+        """How well the pick's latency is known, relative to its median: the larger of half its
+        samples' interquartile range and the largest distance of one session's median from the
+        pooled one (the same model timed a minute apart). None when it was not measured."""
+        c = self.pruned
+        if not c.measured_ms or c.measured_iqr_ms is None:
+            return None
+        spread = (c.measured_iqr_ms[1] - c.measured_iqr_ms[0]) / (2 * c.measured_ms)
+        ss, m = c.session_ratios, c.measured_ratio
+        apart = max((abs(s / m - 1) for s in ss), default=0.0) if len(ss) > 1 and m else 0.0
+        return float(max(spread, apart))
+
+    @property
     def verdict(self) -> str:
-        """"met" / "missed", and "within noise" when the target lies inside the measurement's
-        interquartile range (the median says met or missed, the samples do not settle it)."""
+        """"met" / "missed" by the pooled median, and "within noise" when the measurement does not
+        settle it: the target lies inside the samples' interquartile range, or closer to the
+        median than one session's median is."""
         word = "met" if self.met else "missed"
         iqr = self.pruned.measured_iqr_ms
         if iqr is not None and iqr[0] <= self.target_ms <= iqr[1]:
             return f"{word}, within noise (the target lies between the samples' p25 and p75)"
+        got, ss = self.pruned.measured_ms, self.pruned.session_ratios
+        m = self.pruned.measured_ratio
+        apart = max((abs(s / m - 1) for s in ss), default=0.0) if len(ss) > 1 and m else 0.0
+        if got and abs(got / self.target_ms - 1) <= apart:
+            return (f"{word}, within noise (the median is {got / self.target_ms - 1:+.1%} from the target; "
+                    f"the sessions' medians differ from it by up to {apart:.1%})")
         return word
 
     def to_dict(self) -> dict:
@@ -82,6 +105,7 @@ class PruneReport:
         del d["fits"]
         d["target_met"] = self.met
         d["verdict"] = self.verdict
+        d["noise_rel"] = self.noise_rel
         return d
 
 
