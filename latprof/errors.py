@@ -7,3 +7,8 @@ without a traceback. Messages say what went wrong, why, and the command that fix
 
 class LatprofError(Exception):
     """Bad input or an environment that cannot do what was asked."""
+
+
+class Unreachable(LatprofError):
+    """A latency target no configuration of the search space meets (the message says how close
+    the smallest one comes); `latprof prune` may widen the space and try again."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latprof.errors import LatprofError
+from latprof.errors import LatprofError, Unreachable
 
 from .problem import Problem
 
@@ -85,7 +85,7 @@ class Scorer:
         return v
 
 
-def unreachable(problem: Problem, lowest: float | None = None, extra: str = "") -> LatprofError:
+def unreachable(problem: Problem, lowest: float | None = None, extra: str = "") -> Unreachable:
     """The error for a target that no configuration meets, with the smallest latency in it."""
     lat = problem.latency(problem.smallest())
     unit = problem.unit
@@ -96,7 +96,7 @@ def unreachable(problem: Problem, lowest: float | None = None, extra: str = "") 
         msg += f", and the lowest latency found is {lowest:.6g}{unit}"
     msg += (f" (the rest of the network alone takes {problem.constant:.6g}{unit}). {extra}"
             "Raise the target, or add smaller channel options to the groups.")
-    return LatprofError(msg)
+    return Unreachable(msg)
 
 
 class Repairer:

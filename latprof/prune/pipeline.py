@@ -6,7 +6,7 @@ import contextlib
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 
 from latprof import env, models
-from latprof.errors import LatprofError
+from latprof.errors import LatprofError, Unreachable
 from latprof.measure import device as devices
 from latprof.measure.timing import Clock, CudaClock, Protocol, summarize
-from latprof.prune import baselines, latmodel, surgery
+from latprof.prune import baselines, lacks, latmodel, surgery
 from latprof.prune.loop import CANDIDATE_BUDGETS, MAX_ROUNDS, MEASURE_MARGIN, landing_shares, recalibrate_locally
 from latprof.prune.report import PruneReport, candidate
 from latprof.prune.timer import Timer, add_launch_check, check_cuda_graphs, scaled
@@ -97,7 +97,9 @@ class Setup:
 
 
 def run(cfg: PruneConfig) -> PruneReport:
-    """load -> calibrate -> closed-loop search -> baselines -> report -> save; each step a function."""
+    """load -> calibrate -> closed-loop search -> baselines -> report -> save; each step a function.
+    With residual groups kept whole by default (`keep_residual` None) and a target that is out of
+    reach that way, the search runs again with them pruned too, and the report says so."""
     setup = load(cfg)
     timer = make_timer(cfg, setup)
     with timer.clock if timer is not None else contextlib.nullcontext():
@@ -111,7 +113,20 @@ def run(cfg: PruneConfig) -> PruneReport:
             if cfg.target_ms is not None:
                 return cfg.target_ms * 1e3
             return cfg.target_ratio * (timer.scale_us() if timer is not None else full_us)
-        found = search(cfg, setup, timer, target_us)
+        try:
+            found = search(cfg, setup, timer, target_us)
+        except Unreachable as exc:
+            if cfg.keep_residual is not None or not setup.lm.graph.kept:
+                raise
+            why = str(exc).split(":", 1)[1].split(" (the rest")[0].strip()
+            cfg = replace(cfg, keep_residual=False)
+            kept = setup.warnings
+            setup = load(cfg)
+            setup.warnings = kept + [f"residual groups are kept whole by default, and then the target is out of "
+                                     f"reach ({why}); they are pruned too (--no-keep-residual)"]
+            if timer is not None:
+                calibrate(cfg, setup, timer)
+            found = search(cfg, setup, timer, target_us)
         report = make_report(cfg, setup, found, target_us(), full_us)
         base_nets = []
         if cfg.compare:
@@ -185,9 +200,9 @@ def load(cfg: PruneConfig) -> Setup:
     lm.estimate_pairs = True
     lm.term_tables()  # looks up every option pair: all missing shapes at once, in one request
     if lm.missing:
-        _missing(cfg, lm, table)
+        lacks.missing(cfg, lm, table)
     if lm.estimated:
-        warnings.append(_estimated_pairs(cfg, lm, table))
+        warnings.append(lacks.estimated_pairs(cfg, lm, table))
     return Setup(table, ctx, original, size, lm, values, prev, warnings)
 
 
@@ -217,7 +232,7 @@ def calibrate(cfg: PruneConfig, setup: Setup, timer: Timer) -> None:
     configs += [[opts[rng.integers(len(opts))] for opts in lm.options] for _ in range(2)]
     sums = [lm.conv_sum(c) for c in configs]
     if lm.missing:
-        _missing(cfg, lm, setup.table)
+        lacks.missing(cfg, lm, setup.table)
     measured = timer.measure([_pruned_copy(setup.original, setup.size, cfg, c) for c in configs])
     lm.scale, lm.rest_us = latmodel.fit_calibration(sums, measured)
     lm.calibrated = True
@@ -262,7 +277,7 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
         nonlocal seconds
         problem = lm.problem(setup.values, budget_us)
         if lm.missing:
-            _missing(cfg, lm, setup.table)
+            lacks.missing(cfg, lm, setup.table)
         t0 = time.perf_counter()
         result = run_search(cfg.algo, problem, seed=cfg.seed, fitness=fitness, **cfg.search_options)
         seconds += time.perf_counter() - t0
@@ -370,53 +385,6 @@ def _fitness(cfg: PruneConfig, original: nn.Module, size, lm, prev):
         original, lambda m: graphs.analyse(m, size, keep_residual=cfg.keep_residual), lm.options, splits,
         fitness_steps=cfg.fitness_steps, fitness_epochs=cfg.fitness_epochs, seed=cfg.seed,
         importance=cfg.importance, prev=prev, device=cfg.train_device)
-
-
-def _missing(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable):
-    """Write one request file with every shape (and whole line) the search needs that the table
-    lacks, and raise the error that says how to measure and merge them: no placeholder in it."""
-    from latprof.tables import remote
-    from latprof.tables import request as requests
-
-    path = cfg.request_out or (cfg.out / "request.json")
-    lines = list(getattr(lm, "missing_lines", []))
-    on_lines = {s for line in lines for s in line.specs()}
-    specs = sorted(s for s in lm.missing if s not in on_lines)
-    requests.write_request(path, specs, {"device": table.device, "model": cfg.model}, lines)
-    shown = [f"  {s.label()}" for s in specs[:15]] + [f"  the {line.axis} line of {line.base.label()} "
-                                                      f"({len(line.values)} counts)" for line in lines[:15]]
-    more = len(specs) + len(lines) - len(shown)
-    listing = "\n".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
-    below = (f"\n--min-keep {cfg.min_keep} is below the {options.MIN_KEEP} a model sweep measures its grid "
-             "for; the request covers the pairs below it" if cfg.min_keep < options.MIN_KEEP else "")
-    what = " and ".join(p for p in (f"{len(specs)} shape(s)" if specs else "",
-                                    f"{len(lines)} whole line(s) (sampled sparsely)" if lines else "") if p)
-    dev = table.device or {}
-    where = "--device cpu" if dev.get("kind") == "cpu" else f"--gpu '{dev.get('name')}'"
-    part = path.with_name(path.stem + ".part.parquet")
-    if remote.is_url(cfg.table):
-        target = cfg.out / "table.parquet"
-        merge = f"latprof tables merge {target} {cfg.table} {part}"
-    else:
-        target = Path(cfg.table)
-        merge = f"latprof tables merge {target} {target} {part}"
-    raise LatprofError(f"the table lacks {what} the search needs:\n{listing}{below}\n"
-                       f"they are listed in {path}; measure them on {dev.get('name')} with "
-                       f"`latprof sweep {where} --request {path} --out {part}`, merge with `{merge}`, and prune "
-                       f"again with --table {target}")
-
-
-def _estimated_pairs(cfg: PruneConfig, lm: latmodel.LatencyModel, table: LatencyTable) -> str:
-    """Write the (c_in, c_out) pairs the latency model priced from two lines into a request file,
-    and say so: pruning goes on, and measuring them makes the next run exact there."""
-    from latprof.tables import request as requests
-
-    path = cfg.out / "pairs.request.json"
-    requests.write_request(path, sorted(lm.estimated), {"device": table.device, "model": cfg.model})
-    return (f"{len(lm.estimated)} (c_in, c_out) pairs the search may look up are not in the table (its line fits "
-            "moved after the sweep planned its pairs); they are priced from their layers' two lines (separable "
-            f"grid model). To measure them: `latprof sweep --request {path} --out PART.parquet`, then "
-            f"`latprof tables merge` it into {cfg.table}")
 
 
 def _pruned_copy(original: nn.Module, size, cfg: PruneConfig, counts: list[int]) -> nn.Module:
