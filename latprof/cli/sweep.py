@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
@@ -113,7 +112,13 @@ def models_cmd(name):
 
 
 def _search_space(model: str, input_size):
-    """What `latprof prune MODEL` will look up (its default options), for the sweep to measure."""
+    """What `latprof prune MODEL` will look up with its default options, for the sweep to measure:
+    with residual groups kept whole, and pruned too (prune does that when a target is out of reach
+    the first way)."""
     from latprof.prune import latmodel
 
-    return functools.partial(latmodel.search_space_specs, model, input_size=input_size)
+    def specs(table, ctx):
+        both = [latmodel.search_space_specs(model, table, ctx, input_size=input_size, keep_residual=keep)
+                for keep in (None, False)]
+        return list(dict.fromkeys(both[0] + both[1]))
+    return specs

@@ -38,3 +38,16 @@ def test_asking_to_keep_them_whole_keeps_the_refusal(table, tmp_path):
                                keep_residual=True)
     with pytest.raises(Unreachable, match="unreachable"):
         pipeline.run(cfg)
+
+
+def test_a_model_sweep_plans_the_pairs_of_both_search_spaces(tmp_path):
+    from latprof.cli.sweep import _search_space
+    from latprof.prune import latmodel
+    from latprof.spec import Context
+    from latprof.tables import io as tbl
+
+    kept_only = tbl.read(oracle_table(tmp_path / "kept.parquet", MODEL, every=4).path)
+    ctx = tbl.context(kept_only)
+    pruned_too = latmodel.search_space_specs(MODEL, kept_only, ctx, keep_residual=False)
+    assert pruned_too                                          # what the fallback would look up, and lacks
+    assert set(pruned_too) <= set(_search_space(MODEL, None)(kept_only, Context(ctx.batch)))
