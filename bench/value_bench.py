@@ -173,7 +173,7 @@ def main() -> None:
                   + " |")
     md += ["", f"Verdict agrees with the independent timing in {summary['verdict_agrees']:.0%} of cases "
            f"(goal {GOAL['verdict_agrees']:.0%}; a verdict \"within noise\" agrees when the independent ratio is as close to "
-           "the target as the report's noise_rel); target met independently in {summary['met']:.0%} "
+           f"the target as the report's noise_rel); target met independently in {summary['met']:.0%} "
            f"(goal {GOAL['met']:.0%}); chosen configuration predicted within 5% in "
            f"{summary['prediction_within_5pct']:.0%} (goal {GOAL['prediction_within_5pct']:.0%}); median "
            f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. \"uniform\" and \"TP L1 r8\" "

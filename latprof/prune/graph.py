@@ -1,11 +1,13 @@
 """Which channels can be pruned together: torch-pruning's DependencyGraph, reduced to the
-facts latprof needs (which convs produce and which consume each coupled channel group).
+facts latprof needs (which layers produce and which consume each coupled channel group).
 
 A *group* is a set of channels that must be pruned together: the output channels of one or
 more convs (several when a residual add or a concatenation couples them), the BatchNorms
-after them, and the input channels of every conv that reads them. Depthwise convs inside a
-group move with it (their c_in = c_out = groups). The classifier's outputs are never pruned. A grouped conv keeps its group count: the channels
-it reads or writes move in multiples of it (`Group.step`).
+after them, and the input channels of every conv that reads them. Linear layers take part
+like convs (a ConvNeXt block's hidden layer, VGG's classifier layers: their outputs are groups,
+and they read groups). Depthwise convs inside a group move with it (their c_in = c_out =
+groups). The classifier's outputs are never pruned. A grouped conv keeps its group count: the
+channels it reads or writes move in multiples of it (`Group.step`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ MEASURE_MARGIN = 0.03
 LANDING = 0.02
 
 
-def recalibrate_locally(lm: latmodel.LatencyModel, measured: list[tuple[list[int], float]], original_us: float) -> None:
+def recalibrate_locally(lm: latmodel.LatencyModel, measured: list[tuple[list[int], float]],
+                        original_us: float) -> None:
     """Shift the model's constant so that it reads true on the candidates the closed loop measured
     (`measured`: counts and ratio to the original): the median of measured - predicted over them
     is added to `rest_us` (the scale from `calibrate` stays). A search exploits the model where it

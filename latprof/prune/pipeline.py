@@ -140,8 +140,8 @@ def run(cfg: PruneConfig) -> PruneReport:
                             for name, m, _, _ in peers]
         if cfg.compare:   # the importance each keeps, over every group (residual ones too: peers prune them)
             keeps = baselines.importance_kept(setup.original, setup.size, cfg.importance, setup.prev)
-            for cand, net in zip([report.original, report.pruned] + report.baselines + report.peers,
-                                 [setup.original, found.pruned] + [m for _, m in base_nets] + [m for _, m, _, _ in peers]):
+            nets = [setup.original, found.pruned] + [m for _, m in base_nets] + [m for _, m, _, _ in peers]
+            for cand, net in zip([report.original, report.pruned] + report.baselines + report.peers, nets):
                 cand.importance = keeps(net)
         if timer is not None:
             cands = [report.pruned] + report.baselines
