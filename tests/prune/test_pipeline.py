@@ -97,13 +97,23 @@ def test_dp_is_at_least_as_good_as_evo_and_abc(tables, tmp_path):
 def test_missing_shapes_fail_with_a_request_file(tables, tmp_path):
     from latprof.tables import request as requests
 
-    path = model_table(tmp_path / "nogrid.parquet", "vgg16_cifar10", every=1, grid=False)
-    with pytest.raises(LatprofError, match="lacks .* shape") as err:
+    # whole lines missing (the last three of the sweep's): a pair could be priced from two lines, a
+    # line cannot be made up; the request names the groups' c_out lines
+    path = model_table(tmp_path / "short.parquet", "vgg16_cifar10", every=4, drop_lines=3)
+    with pytest.raises(LatprofError, match="lacks .* shape|whole line") as err:
         pruning.run(cfg_for({"vgg16_cifar10": path}, "vgg16_cifar10", tmp_path))
     request = tmp_path / "out" / "request.json"
     assert str(request) in str(err.value)
-    specs = requests.read_request(request)
-    assert specs and all(s.c_in < 512 or s.c_out < 512 for s in specs)
+    lines = requests.load_request(request).lines
+    assert lines and {line.axis for line in lines} == {"c_out"}
+
+
+@pytest.mark.slow
+def test_pairs_the_table_lacks_are_priced_from_the_lines(tables, tmp_path):
+    path = model_table(tmp_path / "nogrid.parquet", "vgg16_cifar10", every=1, grid=False)
+    r = pruning.run(cfg_for({"vgg16_cifar10": path}, "vgg16_cifar10", tmp_path))
+    assert any("separable grid model" in w for w in r.warnings)
+    assert (tmp_path / "out" / "pairs.request.json").exists()
 
 
 @pytest.mark.slow
