@@ -16,6 +16,9 @@ from latprof.spec import Context
 
 #: Copies of the original in every whole-model timing session (`Timer.ratios`).
 ORIGINAL_COPIES = 2
+#: Relative standard error a session's ratios must reach before it ends (at most
+#: `modeltime.MAX_SESSION_ROUNDS` rounds): 1%, a third of the closed loop's `MEASURE_MARGIN`.
+RATIO_SE = 0.01
 
 
 @dataclass
@@ -46,11 +49,12 @@ class Timer:
         original runs as `ORIGINAL_COPIES` copies and the denominator is their mean in the round.
         With warm samples, one copy and the mean of three gave the same ratios over four sessions
         (`bench/probes/original_copies.py`: 0.567-0.575 and 0.568-0.580); the second copy is
-        insurance against one copy's unlucky placement, at the cost of one more original per round."""
+        insurance against one copy's unlucky placement, at the cost of one more original per round.
+        The session goes on until every ratio is known to `RATIO_SE` (`modeltime.ratio_rel_se`)."""
         k = ORIGINAL_COPIES
         session = measure_session([self.original] * k + list(nets), self.size, self.ctx.batch, self.ctx.dtype,
                                   self.here, self.clock, self.protocol, baseline_us=self.baseline_us,
-                                  layout=self.ctx.layout, graphs=self.cuda_graphs)
+                                  layout=self.ctx.layout, graphs=self.cuda_graphs, ratio_se=(k, RATIO_SE))
         self.sessions_us.append(float(np.mean([st.p50 for st in session.stats[:k]])))
         base = np.mean(session.raw[:k], axis=0)
         return [r / base for r in session.raw[k:]]
