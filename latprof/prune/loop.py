@@ -27,10 +27,11 @@ def recalibrate_locally(lm: latmodel.LatencyModel, measured: list[tuple[list[int
     """Shift the model's constant so that it reads true on the candidates the closed loop measured
     (`measured`: counts and ratio to the original): the median of measured - predicted over them
     is added to `rest_us` (the scale from `calibrate` stays). A search exploits the model where it
-    is optimistic: on googlenet (64x64, one CPU thread) the configurations a search picked
-    measured 6-14% above a fit on full, smallest, halfway and random models, which themselves
-    fitted within +-3%. The candidates lie where the next round searches, so their error is the
-    one that matters there; refitting the slope on points that close together would not be."""
+    is optimistic: on googlenet (64x64, one CPU thread) the configurations dp picked measured 1-16%
+    above a fit on full, smallest, halfway and random models (`bench/probes/search_picks.py`, two
+    runs; docs/protocol.md "Where the search looks"). The candidates lie where the next round
+    searches, so their error is the one that matters there; refitting the slope on points that
+    close together would not be."""
     base = lm.rest_us - lm.local_shift_us
     off = [r * original_us - (lm.scale * lm.conv_sum(c) + base) for c, r in measured]
     off = [o for o in off if np.isfinite(o)]
