@@ -11,4 +11,9 @@ class LatprofError(Exception):
 
 class Unreachable(LatprofError):
     """A latency target no configuration of the search space meets (the message says how close
-    the smallest one comes); `latprof prune` may widen the space and try again."""
+    the smallest one comes; `smallest` is that latency as text); `latprof prune` may widen the
+    space and try again."""
+
+    def __init__(self, message: str, smallest: str = ""):
+        super().__init__(message)
+        self.smallest = smallest

@@ -96,7 +96,7 @@ def unreachable(problem: Problem, lowest: float | None = None, extra: str = "") 
         msg += f", and the lowest latency found is {lowest:.6g}{unit}"
     msg += (f" (the rest of the network alone takes {problem.constant:.6g}{unit}). {extra}"
             "Raise the target, or add smaller channel options to the groups.")
-    return Unreachable(msg)
+    return Unreachable(msg, smallest=where)
 
 
 class Repairer:

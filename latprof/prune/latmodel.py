@@ -94,15 +94,14 @@ class LatencyModel:
         return level
 
     def pair_estimate(self, s: ConvSpec, c_in: int, c_out: int) -> float | None:
-        """The separable grid model (`options.grid_predict`): f(c_in, c_out) = f(C_in, c_out) x
-        f(c_in, C_out) / f(C_in, C_out), from the layer's two fitted lines. Used for a pair the
-        sweep did not measure (its fits moved after it planned the pairs, e.g. when rows measured
-        under contention were set aside); None when either count lies in an unresolved interval."""
+        """The separable grid model (`options.grid_predict`) on the layer's two fitted lines, for a
+        pair the sweep did not measure (its fits moved after it planned the pairs, e.g. when rows
+        measured under contention were set aside); None when either count lies in an unresolved
+        interval."""
         out, inp = self.fits.get((s, "c_out")), self.fits.get((s, "c_in"))
-        if out is None or inp is None or out.missing or inp.missing:
+        if out is None or inp is None:
             return None
-        lo, li, full = out.level_at(c_out), inp.level_at(c_in), out.level_at(s.c_out)
-        return None if lo is None or li is None or not full else lo * li / full
+        return options.grid_predict(steps.LayerSteps("", s, out, inp), c_in, c_out)
 
     def c_in(self, term: ConvTerm, counts) -> int:
         """The input channels `term` receives when group k keeps counts[k] (a list, or a dict of

@@ -118,7 +118,7 @@ def run(cfg: PruneConfig) -> PruneReport:
         except Unreachable as exc:
             if cfg.keep_residual is not None or not setup.lm.graph.kept:
                 raise
-            why = str(exc).split(":", 1)[1].split(" (the rest")[0].strip()
+            why = f"the smallest configuration has latency {exc.smallest}"
             cfg = replace(cfg, keep_residual=False)
             kept = setup.warnings
             setup = load(cfg)
@@ -247,7 +247,7 @@ class Found:
     seconds: float
     attempts: list[dict]
     ratios: np.ndarray | None = None     # the closed loop's per-round ratios to the original, when measured
-    predicted_us: float | None = None    # its prediction when it was searched (before it was measured)
+    predicted_us: float = float("nan")   # its prediction when it was searched (before it was measured)
 
 
 def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable[[], float]) -> Found:
@@ -261,8 +261,8 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
     repeats, at most `MAX_ROUNDS` times; the fastest candidate measured is the fallback. When the
     winner lands more than `loop.LANDING` under the limit, one more round searches budgets between it
     and the next candidate over (`loop.landing_shares`). After each measured round the latency
-    model's scale and rest are fitted again where the search looks (`loop.recalibrate_locally`), so the
-    next round's budgets mean what they say; each candidate keeps the prediction it had when it
+    model's constant is shifted to read true on the candidates measured near the target
+    (`loop.recalibrate_locally`), so the next round's budgets mean what they say; each candidate keeps the prediction it had when it
     was searched, and that is what the report compares with its measurement.
     `target()`: the target in us (a ratio of the original's latency moves as its measurement is
     pooled over more sessions); candidates keep their measured ratio to the original, converted
@@ -343,8 +343,7 @@ def make_report(cfg: PruneConfig, setup: Setup, found: Found, target_us: float, 
         importance=cfg.importance, target_ms=target_us / 1e3, calibrated=lm.calibrated, scale=lm.scale,
         rest_ms=lm.rest_us / 1e3, local_points=lm.local,
         original=candidate("original", setup.original, setup.size, full_us),
-        pruned=candidate(f"latprof ({cfg.algo})", found.pruned, setup.size,
-                         lm.predict(found.counts) if found.predicted_us is None else found.predicted_us),
+        pruned=candidate(f"latprof ({cfg.algo})", found.pruned, setup.size, found.predicted_us),
         groups=[{"root": g.root, "channels": g.channels, "options": lm.options[g.index], "kept": k,
                  "convs_out": list(g.out_convs)} for g, k in zip(found.graph.groups, found.counts)],
         search_seconds=found.seconds, evaluations=found.result.evaluations, attempts=found.attempts,

@@ -29,6 +29,13 @@ class Candidate:
     #: loop's and the final one): how far two measurements of the same model a minute apart differ
     session_ratios: list = field(default_factory=list)
 
+    @property
+    def sessions_apart(self) -> float:
+        """The largest distance of one session's median ratio from the pooled median, relative
+        (0 with fewer than two sessions)."""
+        ss, m = self.session_ratios, self.measured_ratio
+        return float(max(abs(s / m - 1) for s in ss)) if len(ss) > 1 and m else 0.0
+
 
 @dataclass
 class PruneReport:
@@ -79,9 +86,7 @@ class PruneReport:
         if not c.measured_ms or c.measured_iqr_ms is None:
             return None
         spread = (c.measured_iqr_ms[1] - c.measured_iqr_ms[0]) / (2 * c.measured_ms)
-        ss, m = c.session_ratios, c.measured_ratio
-        apart = max((abs(s / m - 1) for s in ss), default=0.0) if len(ss) > 1 and m else 0.0
-        return float(max(spread, apart))
+        return float(max(spread, c.sessions_apart))
 
     @property
     def verdict(self) -> str:
@@ -92,9 +97,7 @@ class PruneReport:
         iqr = self.pruned.measured_iqr_ms
         if iqr is not None and iqr[0] <= self.target_ms <= iqr[1]:
             return f"{word}, within noise (the target lies between the samples' p25 and p75)"
-        got, ss = self.pruned.measured_ms, self.pruned.session_ratios
-        m = self.pruned.measured_ratio
-        apart = max((abs(s / m - 1) for s in ss), default=0.0) if len(ss) > 1 and m else 0.0
+        got, apart = self.pruned.measured_ms, self.pruned.sessions_apart
         if got and abs(got / self.target_ms - 1) <= apart:
             return (f"{word}, within noise (the median is {got / self.target_ms - 1:+.1%} from the target; "
                     f"the sessions' medians differ from it by up to {apart:.1%})")
