@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch_pruning as tp
 
 from latprof.errors import LatprofError
 from latprof.prune.graph import Graph, Group
