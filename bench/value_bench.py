@@ -85,6 +85,9 @@ def one_case(model: str, batch: int, ratio: float, table: Path, work: Path, regi
         "session_ratios": pr.get("session_ratios"), "attempts": report.get("attempts"), "met_independently": met_indep,
         "landing": indep / ratio - 1,
         "prediction_error": pr["predicted_ms"] / pr["measured_ms"] - 1 if pr["predicted_ms"] else None,
+        # the model with its constant shifted on the other candidates the closed loop measured
+        "held_out_error": report["held_out_ms"] / pr["measured_ms"] - 1 if report.get("held_out_ms") else None,
+        "loop_ratio": report.get("loop_ratio"),
         "independent_ms": {k: statistics.median(v) for k, v in got.items()},
         "macs": {c["name"]: c["macs"] for c in [report["original"], pr] + report["baselines"]},
         "peers_ratio": {c["name"]: c.get("measured_ratio") for c in report["baselines"]},
@@ -134,12 +137,16 @@ def main() -> None:
                 cases.append(case)
                 print(f"{model} {ratio}: report {case['report_ratio']:.4f} independent {case['independent_ratio']:.4f} "
                       f"({case['ratio_error']:+.1%}), verdict {'agrees' if case['verdict_agrees'] else 'DISAGREES'}, "
-                      f"met {case['met_independently']}, prediction {case['prediction_error']:+.1%}", flush=True)
+                      f"met {case['met_independently']}, prediction {case['prediction_error']:+.1%}, held out "
+                      f"{case['held_out_error'] if case['held_out_error'] is None else format(case['held_out_error'], '+.1%')}",
+                      flush=True)
     n = len(cases)
     summary = {
         "verdict_agrees": sum(c["verdict_agrees"] for c in cases) / n,
         "met": sum(c["met_independently"] for c in cases) / n,
         "prediction_within_5pct": sum(abs(c["prediction_error"]) <= 0.05 for c in cases) / n,
+        "held_out_within_5pct": sum(c["held_out_error"] is not None and abs(c["held_out_error"]) <= 0.05
+                                    for c in cases) / n,
         "median_abs_ratio_error": statistics.median(abs(c["ratio_error"]) for c in cases),
     }
     from latprof.measure.device import cpu_device
@@ -153,10 +160,11 @@ def main() -> None:
     md = [f"# Value benchmark on {dev.name} ({report['when']}), {args.dtype} {args.layout}, one thread", "",
           f"`{report['command']}`. Each case: quick sparse sweep, `latprof prune --target-ratio R --compare --quick`, "
           "then the saved pruned model and the original timed by a plain interleaved loop "
-          f"(`bench/verify_saved.py`'s, {args.rounds} rounds, median of 3 calls per sample). Ratios are pruned / "
-          "original in the same rounds.", "",
-          "| model (batch) | target | report ratio | independent | report/indep | verdict (report) | agrees | "
-          "met indep. | prediction error | uniform | TP L1 r8 | latprof MACs | MACs vs r8 / r16 at equal latency | "
+          f"(`bench/verify_saved.py`'s, {args.rounds} rounds, median of 3 calls per sample) in this process. "
+          "Ratios are pruned / original in the same rounds; the report's is pooled over `prune --confirm`'s fresh "
+          "processes (3).", "",
+          "| model (batch) | target | report ratio (fresh processes) | independent | report/indep | verdict (report) | agrees | "
+          "met indep. | prediction error: searched / held out | uniform | TP L1 r8 | latprof MACs | MACs vs r8 / r16 at equal latency | "
           "importance kept: latprof / r8 / r16 peers |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
@@ -164,7 +172,8 @@ def main() -> None:
         md.append(f"| {c['model']} ({c['batch']}) | {c['target_ratio']:g} | {c['report_ratio']:.4f} | "
                   f"{c['independent_ratio']:.4f} | {c['ratio_error']:+.1%} | {c['verdict'].split(',')[0]} | "
                   f"{'yes' if c['verdict_agrees'] else 'NO'} | {'yes' if c['met_independently'] else 'NO'} "
-                  f"({c['landing']:+.1%}) | {c['prediction_error']:+.1%} | "
+                  f"({c['landing']:+.1%}) | {c['prediction_error']:+.1%} / "
+                  + (f"{c['held_out_error']:+.1%}" if c["held_out_error"] is not None else "n/a") + " | "
                   + " | ".join(f"{p:.3f}" if p else "n/a" for p in peers[:2])
                   + f" | {c['latprof_macs_share']:.0%} | "
                   + " / ".join(f"{v:.2f}x" if v else "n/a" for v in c["macs_vs_peer_at_equal_latency"].values())
@@ -175,7 +184,9 @@ def main() -> None:
            f"(goal {GOAL['verdict_agrees']:.0%}; a verdict \"within noise\" agrees when the independent ratio is as close to "
            f"the target as the report's noise_rel); target met independently in {summary['met']:.0%} "
            f"(goal {GOAL['met']:.0%}); chosen configuration predicted within 5% in "
-           f"{summary['prediction_within_5pct']:.0%} (goal {GOAL['prediction_within_5pct']:.0%}); median "
+           f"{summary['prediction_within_5pct']:.0%} (goal {GOAL['prediction_within_5pct']:.0%}), "
+           f"{summary['held_out_within_5pct']:.0%} held out (the model's constant shifted on the other candidates "
+           "the closed loop measured); median "
            f"|report ratio / independent - 1| {summary['median_abs_ratio_error']:.1%}. \"uniform\" and \"TP L1 r8\" "
            "are at latprof's MACs (equal MACs), as ratios to the original measured in the report's final session. "
            "The last column: latprof's MACs over those of Torch-Pruning's L1 pruner with round_to 8 and 16, each "

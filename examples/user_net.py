@@ -4,10 +4,11 @@
     latprof prune examples/user_net.py:build --table tables/<device>.parquet --target-ratio 0.6 --compare
 
 It holds the parts a user's network tends to have: a squeeze-and-excitation block, a grouped
-conv, a concatenation of two branches, a depthwise conv and a Linear classifier. latprof prices
-every conv and Linear at the channels it really receives (the concatenation's consumer at the sum
-of both branches) and prunes each coupled group together (the SE block with the channels it
-scales, the grouped conv in multiples of its 4 groups).
+conv, a concatenation of two branches, a depthwise conv, a channel shuffle between two grouped
+1x1 convs (as in ShuffleNet) and a Linear classifier. latprof prices every conv and Linear at
+the channels it really receives (the concatenation's consumer at the sum of both branches) and
+prunes each coupled group together (the SE block with the channels it scales, the grouped conv
+in multiples of its 4 groups); the channels that pass through the shuffle are kept whole.
 """
 
 import torch
@@ -39,12 +40,20 @@ class UserNet(nn.Module):
         self.branch_a = conv_bn(64, 48, k=1)
         self.branch_b = nn.Sequential(conv_bn(64, 32, k=1), conv_bn(32, 32, groups=32))   # depthwise
         self.fuse = conv_bn(48 + 32, 128, stride=2)              # reads the concatenation: 80 channels
+        self.squeeze = conv_bn(128, 64, k=1, groups=4)
+        self.mix = conv_bn(64, 128, k=1, groups=4)               # reads squeeze's channels shuffled
         self.head = nn.Linear(128, classes)
 
     def forward(self, x):
         x = self.se(self.grouped(self.stem(x)))
         x = self.fuse(torch.cat([self.branch_a(x), self.branch_b(x)], dim=1))
+        x = self.mix(channel_shuffle(self.squeeze(x), 4))
         return self.head(x.mean((2, 3)))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 def build() -> nn.Module:

@@ -46,6 +46,9 @@ from latprof.staircase import options
               help="PNG: each group's staircase with its chosen count, and latency vs MACs.")
 @click.option("--no-measure", is_flag=True, help="Do not measure on this machine even if it is the table's device.")
 @click.option("--quick", is_flag=True, help="Short timing protocol for the measurements.")
+@click.option("--confirm", type=click.IntRange(min=0), default=None,
+              help="Fresh processes that time the saved models for the verdict (default 3; 0: one more "
+                   "session in this process).")
 @click.option("--fitness", type=click.Choice(["importance", "accuracy"]), default="importance", show_default=True,
               help="What evo/abc/ddpg maximise: retained importance, or validation accuracy after brief training.")
 @click.option("--data", "data_spec", help="For --fitness accuracy: digits | cifar10:DIR | cifar100:DIR | imagefolder:DIR.")
@@ -59,7 +62,7 @@ from latprof.staircase import options
 def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weights_prev, batch, dtype, backend,
               input_size, min_keep, keep_residual, for_device, force, seed, out, export, compare, json_path,
               plot_path, no_measure, quick, fitness, data_spec, fitness_steps, fitness_epochs, train_device,
-              cuda_graphs):
+              cuda_graphs, confirm):
     """Prune MODEL (a name, file.py:factory, or a trained model.pt) to a latency target using only a
     latency table, then measure it if the table's device is this machine."""
     from latprof.prune import pipeline as pruning
@@ -72,7 +75,8 @@ def prune_cmd(model, table_path, target_ms, target_ratio, algo, importance, weig
         min_keep=min_keep, keep_residual=keep_residual, seed=seed, device=for_device, force=force, out=out,
         export=export, compare=compare, measure=False if no_measure else None,
         quick=quick or env.quick_protocol(), fitness=fitness, data=data_spec, fitness_steps=fitness_steps,
-        fitness_epochs=fitness_epochs, train_device=train_device, cuda_graphs=cuda_graphs)
+        fitness_epochs=fitness_epochs, train_device=train_device, cuda_graphs=cuda_graphs,
+        **({} if confirm is None else {"confirm": confirm}))
     r = pruning.run(cfg)
     _print_prune(r, no_measure)
     if json_path is not None:
@@ -129,6 +133,14 @@ def _print_prune(r, no_measure: bool = False) -> None:
     if r.pruned.measured_ratio is not None:
         click.echo("measured: each model timed in interleaved rounds next to the original; 'x orig' is the median "
                    "per-round ratio, and ms = ratio x the original's latency pooled over the sessions")
+        fresh = f" in {len(r.pruned.session_ratios)} fresh processes" if len(r.pruned.session_ratios) > 1 else ""
+        loop = f"; the closed loop's session, which chose it, read {r.loop_ratio:.3f}" if r.loop_ratio else ""
+        click.echo(f"final    the saved models timed{fresh}: latprof's pick x orig "
+                   f"{', '.join(f'{v:.3f}' for v in r.pruned.session_ratios)}{loop}")
+        if r.held_out_ms and r.pruned.measured_ms:
+            click.echo(f"model    latprof's pick predicted {r.held_out_ms:.3f} ms "
+                       f"({r.held_out_ms / r.pruned.measured_ms - 1:+.1%}) with the constant shifted on the other "
+                       f"candidates measured ({r.pruned.predicted_ms:.3f} ms when it was searched)")
     if r.cuda_graphs:
         click.echo("timing   whole models as CUDA graph replays (--cuda-graphs); eager for comparison:")
         for name, v in r.launch.items():

@@ -53,12 +53,13 @@ def at_equal_macs(original: nn.Module, size, macs_target: int, keep_residual: bo
 
 def magnitude(original: nn.Module, size, ratio: float, round_to: int) -> nn.Module:
     """Torch-Pruning's L1 magnitude pruner at a uniform pruning ratio, channel counts rounded to
-    multiples of `round_to` (the classifier kept)."""
+    multiples of `round_to` (the classifier, and channels a shuffle reads or writes, kept)."""
     import torch_pruning as tp
 
     m = copy.deepcopy(original)
-    pruner = tp.pruner.MagnitudePruner(m, torch.zeros(1, *size), importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=ratio, ignored_layers=graphs.classifier(m), round_to=round_to)
+    with graphs.pruner_view(m, size) as ignored:
+        pruner = tp.pruner.MagnitudePruner(m, torch.zeros(1, *size), importance=tp.importance.MagnitudeImportance(p=1),
+                                           pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)
     pruner.step()
     return m
 

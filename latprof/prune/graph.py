@@ -7,19 +7,22 @@ after them, and the input channels of every conv that reads them. Linear layers 
 like convs (a ConvNeXt block's hidden layer, VGG's classifier layers: their outputs are groups,
 and they read groups). Depthwise convs inside a group move with it (their c_in = c_out =
 groups). The classifier's outputs are never pruned. A grouped conv keeps its group count: the
-channels it reads or writes move in multiples of it (`Group.step`).
+channels it reads or writes move in multiples of it (`Group.step`). Channels that reach or leave
+a channel shuffle are kept whole (`Graph.frozen`, see `latprof.prune.shuffle`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
 from latprof.errors import LatprofError
+from latprof.prune import shuffle as shuffles
 
 #: The layers whose channels latprof prices and prunes (their outputs root groups).
 LAYERS = (nn.Conv2d, nn.Linear)
@@ -56,6 +59,7 @@ class Graph:
     kept: list[Group]                 # groups left whole (residual, when keep_residual)
     modules: dict[str, nn.Module]
     order: list[str]                  # conv and Linear names in forward order
+    frozen: list[Group] = field(default_factory=list)   # groups that reach or leave a channel shuffle: whole
 
     def conv(self, name: str) -> nn.Conv2d | nn.Linear:
         return self.modules[name]
@@ -93,14 +97,18 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
     finally:
         for h in hooks:
             h.remove()
-    dg = _dependency_graph(model, example)
-    raw = []
+    with shuffles.cut(model, example) as perms:
+        dg = _dependency_graph(model, example)
+    raw, frozen = [], set()
     for g in dg.get_all_groups(ignored_layers=classifier(model), root_module_types=list(LAYERS)):
         outs, ins, bns = [], [], []
+        shuffled = False
         for dep, idxs in g:
             mod = dep.target.module
             handler = getattr(dep.handler, "__name__", "")
-            if isinstance(mod, LAYERS):
+            if any(mod is p for p in perms):
+                shuffled = True
+            elif isinstance(mod, LAYERS):
                 depthwise = isinstance(mod, nn.Conv2d) and mod.groups == mod.in_channels == mod.out_channels > 1
                 if "out_channels" in handler or depthwise:
                     outs.append(names[mod])
@@ -111,6 +119,8 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
         outs = sorted(set(outs), key=order.index)
         if not outs:
             continue
+        if shuffled:
+            frozen.add(outs[0])
         root = outs[0]
         convs = [dep.target.module for dep, _ in g if isinstance(dep.target.module, nn.Conv2d)]
         grouped = [c.groups for c in convs if 1 < c.groups and not c.groups == c.in_channels == c.out_channels]
@@ -119,13 +129,29 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
                     tuple(dict.fromkeys(bns)), math.lcm(1, *grouped), gates))
     raw.sort(key=lambda r: order.index(r[0]))
     all_groups = [Group(i, *r) for i, r in enumerate(raw)]
+    shuffled = [g for g in all_groups if g.root in frozen]
+    all_groups = [g for g in all_groups if g.root not in frozen]
     has_residual = any(g.residual for g in all_groups)
     keep = has_residual if keep_residual is None else keep_residual
     prunable = [g for g in all_groups if not (keep and g.residual)]
     kept = [g for g in all_groups if keep and g.residual]
     prunable = [Group(i, g.root, g.channels, g.out_convs, g.in_convs, g.bns, g.step, g.gates)
                 for i, g in enumerate(prunable)]
-    return Graph(model, tuple(input_size), dg, prunable, kept, dict(model.named_modules()), order)
+    return Graph(model, tuple(input_size), dg, prunable, kept, dict(model.named_modules()), order, shuffled)
+
+
+@contextlib.contextmanager
+def pruner_view(model: nn.Module, size: tuple[int, int, int]):
+    """For torch-pruning's own pruners (the baselines): inside the block a pruner can trace
+    `model` (its channel shuffles made visible, `shuffle.cut`). Yields the layers it must leave
+    alone: the classifier, and for a model with shuffles the producers of the channels kept whole
+    (`Graph.frozen`) and the permutation convs."""
+    ignore = classifier(model)
+    frozen = analyse(model, size, keep_residual=False).frozen if shuffles.count(model, size) else []
+    names = dict(model.named_modules())
+    ignore += [names[c] for g in frozen for c in g.out_convs]
+    with shuffles.cut(model, torch.zeros(1, *size)) as perms:
+        yield ignore + perms
 
 
 def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
@@ -136,8 +162,8 @@ def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyG
         return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except ZeroDivisionError:
         raise LatprofError(f"{type(model).__name__} reshapes its channel dimension in a way torch-pruning's "
-                           "dependency graph cannot follow (a channel shuffle: view + transpose of the "
-                           "channels, as in ShuffleNet); latprof cannot prune it") from None
+                           "dependency graph cannot follow (a view of the channels that is neither a flatten "
+                           "nor a channel shuffle); latprof cannot prune it") from exc
     except (RuntimeError, ValueError, KeyError, IndexError) as exc:
         raise LatprofError(f"torch-pruning cannot trace which channels of {type(model).__name__} are coupled "
-                           f"({type(exc).__name__}: {exc}); latprof cannot prune it") from None
+                           f"({type(exc).__name__}: {exc}); latprof cannot prune it") from exc

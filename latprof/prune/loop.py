@@ -33,12 +33,27 @@ def recalibrate_locally(lm: latmodel.LatencyModel, measured: list[tuple[list[int
     searches, so their error is the one that matters there; refitting the slope on points that
     close together would not be."""
     base = lm.rest_us - lm.local_shift_us
-    off = [r * original_us - (lm.scale * lm.conv_sum(c) + base) for c, r in measured]
-    off = [o for o in off if np.isfinite(o)]
+    off = _offsets(lm, measured, original_us, base)
     if off:
         lm.local_shift_us = float(np.median(off))
         lm.rest_us = base + lm.local_shift_us
         lm.local = len(off)
+
+
+def held_out_prediction(lm: latmodel.LatencyModel, measured: list[tuple[list[int], float]], pick: list[int],
+                        original_us: float) -> float | None:
+    """The pick's latency (us) as the model predicts it with its constant shifted by the median
+    error of the *other* candidates the closed loop measured (`measured`, as in
+    `recalibrate_locally`): the model corrected where the search looks, not by the pick's own
+    measurement. None when no other candidate was measured."""
+    base = lm.rest_us - lm.local_shift_us
+    off = _offsets(lm, [(c, r) for c, r in measured if list(c) != list(pick)], original_us, base)
+    return lm.scale * lm.conv_sum(pick) + base + float(np.median(off)) if off else None
+
+
+def _offsets(lm: latmodel.LatencyModel, measured, original_us: float, base: float) -> list[float]:
+    off = [r * original_us - (lm.scale * lm.conv_sum(c) + base) for c, r in measured]
+    return [o for o in off if np.isfinite(o)]
 
 
 def landing_shares(found: dict, best: tuple, limit: float, predicted=None) -> tuple[float, ...]:

@@ -19,9 +19,10 @@ from latprof.errors import LatprofError, Unreachable
 from latprof.measure import device as devices
 from latprof.measure.timing import Clock, CudaClock, Protocol, summarize
 from latprof.prune import baselines, lacks, latmodel, surgery
-from latprof.prune.loop import CANDIDATE_BUDGETS, MAX_ROUNDS, MEASURE_MARGIN, landing_shares, recalibrate_locally
+from latprof.prune.loop import (CANDIDATE_BUDGETS, MAX_ROUNDS, MEASURE_MARGIN, held_out_prediction, landing_shares,
+                                recalibrate_locally)
 from latprof.prune.report import PruneReport, candidate
-from latprof.prune.timer import Timer, add_launch_check, check_cuda_graphs, scaled
+from latprof.prune.timer import CONFIRM_PROCESSES, Timer, add_launch_check, check_cuda_graphs, scaled
 from latprof.prune import graph as graphs
 from latprof.spec import Context
 from latprof.staircase import options
@@ -61,6 +62,7 @@ class PruneConfig:
     train_device: str | None = None
     search_options: dict = field(default_factory=dict)   # passed to the searcher (e.g. evo's population)
     cuda_graphs: bool = False          # time whole models as CUDA graph replays (`Timer.cuda_graphs`)
+    confirm: int = CONFIRM_PROCESSES   # fresh processes the final measurement runs in (0: one session here)
 
 
 def _device_present(table: LatencyTable) -> devices.Device | None:
@@ -144,18 +146,16 @@ def run(cfg: PruneConfig) -> PruneReport:
             for cand, net in zip([report.original, report.pruned] + report.baselines + report.peers, nets):
                 cand.importance = keeps(net)
         if timer is not None:
-            cands = [report.pruned] + report.baselines
-            ratios = timer.ratios([found.pruned] + [m for _, m in base_nets])
-            scale = timer.scale_us()           # with this last session's original in it
-            # the chosen model's samples pool the loop's session with this one: the loop chose it
-            # because its session read under the target (a low draw is likelier to be chosen)
-            sessions = [ratios[0]] if found.ratios is None else [found.ratios, ratios[0]]
-            report.pruned.session_ratios = [float(np.median(r)) for r in sessions]
-            ratios[0] = np.concatenate(sessions)
-            for cand, r in zip(cands, ratios):
-                _set_measured(cand, r, scale)
-            for cand, (_, _, r, curve) in zip(report.peers, peers):
-                _set_measured(cand, r, scale)
+            cands = [report.pruned] + report.baselines + report.peers
+            sessions = final_sessions(cfg, setup, timer, [found.pruned] + [m for _, m in base_nets]
+                                      + [m for _, m, _, _ in peers])
+            scale = timer.scale_us()           # with the final sessions' originals in it
+            for k, cand in enumerate(cands):
+                cand.session_ratios = [float(np.median(s[k])) for s in sessions]
+                _set_measured(cand, np.concatenate([s[k] for s in sessions]), scale)
+            if found.ratios is not None:
+                report.loop_ratio = float(np.median(found.ratios))
+            for cand, (_, _, _, curve) in zip(report.peers, peers):
                 report.peer_macs_at_equal_latency[cand.name] = baselines.macs_at(curve, report.pruned.measured_ratio)
             orig = timer.original_stats()
             report.original.measured_ms, report.original.measured_iqr_ms = scale / 1e3, (orig.p25 / 1e3, orig.p75 / 1e3)
@@ -248,6 +248,7 @@ class Found:
     attempts: list[dict]
     ratios: np.ndarray | None = None     # the closed loop's per-round ratios to the original, when measured
     predicted_us: float = float("nan")   # its prediction when it was searched (before it was measured)
+    held_out_us: float | None = None     # its prediction shifted on the other candidates measured (`held_out_prediction`)
 
 
 def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable[[], float]) -> Found:
@@ -326,7 +327,20 @@ def search(cfg: PruneConfig, setup: Setup, timer: Timer | None, target: Callable
     if best is None:
         best = min(found.values(), key=lambda t: t[0])[1]
     best.seconds, best.attempts = seconds, attempts
+    best.held_out_us = held_out_prediction(lm, [(c.counts, got) for got, c, _ in found.values()], best.counts,
+                                           timer.scale_us())
     return best
+
+
+def final_sessions(cfg: PruneConfig, setup: Setup, timer: Timer, nets: list[nn.Module]) -> list[list[np.ndarray]]:
+    """The verdict's measurement of `nets` (the pick first): per session, each model's per-round
+    ratios to the original. In `cfg.confirm` fresh processes timing the saved models
+    (`Timer.fresh_sessions`), else in one more session here. Never the closed loop's session:
+    it chose the pick partly because the pick read low there."""
+    if not cfg.confirm:
+        return [timer.ratios(nets)]
+    spec = {**asdict(cfg), "input_size": list(setup.size), "confirm": 0}
+    return timer.fresh_sessions(spec, nets, cfg.confirm)
 
 
 def _set_measured(cand, ratios: np.ndarray, scale_us: float) -> None:
@@ -348,7 +362,8 @@ def make_report(cfg: PruneConfig, setup: Setup, found: Found, target_us: float, 
                  "convs_out": list(g.out_convs)} for g, k in zip(found.graph.groups, found.counts)],
         search_seconds=found.seconds, evaluations=found.result.evaluations, attempts=found.attempts,
         fitness=cfg.fitness, fitness_value=found.result.value, warnings=setup.warnings,
-        search_note=found.result.note, target_ratio=cfg.target_ratio)
+        search_note=found.result.note, target_ratio=cfg.target_ratio,
+        held_out_ms=None if found.held_out_us is None else found.held_out_us / 1e3)
     report.fits = {g.root: lm.fits.get((t.spec, "c" if t.spec.depthwise else "c_out"))
                    for g in found.graph.groups for t in lm.terms if t.name == g.root}
     return report

@@ -25,8 +25,8 @@ class Candidate:
     #: (residual ones too), the mean share of the group's scores its kept count holds, counting
     #: the top-scored channels (`importance.retained`); 1.0 for the original
     importance: float | None = None
-    #: median ratio to the original in each session it was timed in (latprof's pick: the closed
-    #: loop's and the final one): how far two measurements of the same model a minute apart differ
+    #: median ratio to the original in each final session (each in a fresh process, `prune
+    #: --confirm`): how far two measurements of the same saved model differ
     session_ratios: list = field(default_factory=list)
 
     @property
@@ -67,6 +67,12 @@ class PruneReport:
     search_note: str = ""        # what the searcher says of its result (e.g. dp fell back to evo, and why)
     target_ratio: float | None = None   # --target-ratio: the target as a share of the original's latency
     sessions: int = 0            # whole-model timing sessions the original's latency is pooled over
+    #: the pick's median ratio in the closed loop's session, which chose it (not in the verdict:
+    #: a candidate that read low there was likelier to be chosen)
+    loop_ratio: float | None = None
+    #: the pick's predicted latency with the model's constant shifted on the *other* candidates the
+    #: closed loop measured (`loop.held_out_prediction`): the model where the search looks
+    held_out_ms: float | None = None
     cuda_graphs: bool = False    # whole models timed as CUDA graph replays (--cuda-graphs)
     #: with --cuda-graphs, per model name: graph_ms, eager_ms, eager_over_graph, launch_bound
     launch: dict = field(default_factory=dict)

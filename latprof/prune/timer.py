@@ -3,9 +3,15 @@ same interleaved rounds (`Timer`)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from latprof.measure import device as devices
@@ -19,6 +25,9 @@ ORIGINAL_COPIES = 2
 #: Relative standard error a session's ratios must reach before it ends (at most
 #: `modeltime.MAX_SESSION_ROUNDS` rounds): 1%, a third of the closed loop's `MEASURE_MARGIN`.
 RATIO_SE = 0.01
+#: Fresh processes the verdict's measurement runs in (`prune --confirm`, `latprof.prune.confirm`):
+#: the spread of their medians is the noise the verdict states.
+CONFIRM_PROCESSES = 3
 
 
 @dataclass
@@ -58,6 +67,30 @@ class Timer:
         self.sessions_us.append(float(np.mean([st.p50 for st in session.stats[:k]])))
         base = np.mean(session.raw[:k], axis=0)
         return [r / base for r in session.raw[k:]]
+
+    def fresh_sessions(self, spec: dict, nets: list[nn.Module], processes: int) -> list[list[np.ndarray]]:
+        """Each model's per-round ratios to the original, from one session in each of `processes`
+        fresh processes (`latprof.prune.confirm`) timing the models saved to files, as a user
+        would time the saved result. `spec`: the prune configuration as a dict (JSON-safe). The
+        original's latency in each joins the pool `scale_us` reads."""
+        out = []
+        with tempfile.TemporaryDirectory(prefix="latprof-confirm-") as tmp:
+            files = []
+            for i, net in enumerate(nets):
+                files.append(str(Path(tmp) / f"model{i}.pt"))
+                torch.save(net, files[-1])
+            (Path(tmp) / "spec.json").write_text(json.dumps({"cfg": spec, "files": files}, default=str))
+            for i in range(processes):
+                result = Path(tmp) / f"result{i}.json"
+                done = subprocess.run([sys.executable, "-m", "latprof.prune.confirm", str(Path(tmp) / "spec.json"),
+                                       str(result)], capture_output=True, text=True)
+                if done.returncode != 0:
+                    tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+                    raise LatprofError(f"timing the pruned model in a fresh process failed:\n{tail}")
+                got = json.loads(result.read_text())
+                self.sessions_us.append(float(got["original_us"]))
+                out.append([np.asarray(r, dtype=float) for r in got["ratios"]])
+        return out
 
     def scale_us(self) -> float:
         return float(np.median(self.sessions_us))

@@ -268,7 +268,7 @@ def test_prune_with_cuda_graphs_times_replays_and_reports_the_launch_check(cli, 
                         meta={**CUDA_META, "reference": None})
     # a target every configuration meets (1 s): this is about the timing path, not the search
     r = cli("prune", "small_cifar10", "--table", table, "--target-ms", "1000", "--cuda-graphs", "--quick",
-            "--input-size", "3,16,16", "--out", tmp_path / "out", "--json", tmp_path / "r.json")
+            "--input-size", "3,16,16", "--out", tmp_path / "out", "--json", tmp_path / "r.json", "--confirm", "0")
     assert r.exit_code == 0, r.output
     (clock,) = clocks
     assert clock.captures >= 5 + 2 + 2                # calibration (5 + the original twice) and more

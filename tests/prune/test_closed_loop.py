@@ -79,3 +79,19 @@ def test_after_a_measured_round_the_model_reads_true_near_the_target(setup):
     assert min(error[:len(first)]) > 0.08 and max(error[len(first):]) < 0.01
     # the winner keeps the prediction it was searched with, not one refitted on its own measurement
     assert best.predicted_us / 1e3 in [a["predicted_ms"] for a in best.attempts]
+
+
+@pytest.mark.parametrize("slow", [1.04, 1.12])
+def test_the_held_out_prediction_comes_from_the_other_candidates(setup, slow):
+    """The pick's prediction with the constant shifted on the *other* candidates measured: close
+    to its measurement when the model is off by a constant factor near the target, and not
+    computed from the pick's own measurement (changing that changes nothing)."""
+    cfg, s = setup
+    lm = s.lm
+    full = lm.predict(lm.full_counts())
+    timer = OptimisticTimer(lm, full, slow)
+    best = pruning.search(cfg, s, timer, lambda: 0.6 * full)
+    got = float(np.median(best.ratios)) * full
+    assert best.held_out_us is not None and abs(best.held_out_us / got - 1) < 0.02
+    # the pick's own measurement does not enter it: alone, there is nothing to shift on
+    assert loop.held_out_prediction(lm, [(best.counts, 99.0)], best.counts, full) is None

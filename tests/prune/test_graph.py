@@ -1,6 +1,8 @@
 """Channel groups (`latprof.prune.graph`) of small CNNs built inline: a plain chain, a chain with a
 depthwise conv, and a residual block."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -160,9 +162,52 @@ def test_a_grouped_conv_keeps_its_group_count():
     assert pruned(torch.zeros(1, *SIZE)).shape == (1, 2)
 
 
-def test_a_channel_shuffle_is_refused_with_the_reason():
-    """ShuffleNet's shuffle (concat, view, transpose, chunk) is what torch-pruning's graph cannot follow."""
+class Shuffled(nn.Module):
+    """a -> shuffle -> b -> ReLU -> c -> classifier: a's channels reach the shuffle."""
+
+    def __init__(self, shuffle):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 6, 1)
+        self.shuffle, self.head = shuffle, nn.Linear(6, 2)
+
+    def forward(self, x):
+        x = self.c(torch.relu(self.b(self.shuffle(self.a(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def view_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
+    b, c, h, w = x.shape   # ShuffleNet's own: view, transpose, view
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+
+def test_the_permutation_conv_computes_the_shuffle():
+    from latprof.prune import shuffle
+
+    x = torch.randn(2, 12, 3, 3)
+    torch.testing.assert_close(shuffle.permutation_conv(12, 3, x)(x), view_shuffle(x, 3), rtol=0, atol=0)
+    torch.testing.assert_close(view_shuffle(x, 3), nn.ChannelShuffle(3)(x))
+
+
+@pytest.mark.parametrize("shuffle", [view_shuffle, nn.ChannelShuffle(2)], ids=["view-transpose", "ChannelShuffle"])
+def test_a_channel_shuffle_keeps_the_channels_through_it_whole(shuffle):
+    net = Shuffled(shuffle).eval()
+    g = graphs.analyse(copy.deepcopy(net), SIZE)
+    assert [grp.root for grp in g.groups] == ["b", "c"] and [grp.root for grp in g.frozen] == ["a"]
+    assert not hasattr(g.model, "_latprof_shuffles")       # the permutation convs are gone again
+    removal = surgery.choose(g, [4, 6], "l1")
+    pruned = surgery.prune(g, removal).eval()
+    assert surgery.channel_counts(pruned) == {"a": (3, 8), "b": (8, 4), "c": (4, 6), "head": (6, 2)}
+    with torch.no_grad():                                  # the original with b's removed channels zeroed
+        net.b.weight[removal[0]] = 0
+        net.b.bias[removal[0]] = 0
+        x = torch.randn(2, *SIZE)
+        torch.testing.assert_close(pruned(x), net(x))
+
+
+def test_shufflenet_prunes_its_branches_and_keeps_its_shuffled_channels():
     import torchvision.models as tvm
 
-    with pytest.raises(LatprofError, match="channel shuffle"):
-        graphs.analyse(tvm.shufflenet_v2_x0_5(weights=None), (3, 32, 32))
+    g = graphs.analyse(tvm.shufflenet_v2_x0_5(weights=None), (3, 32, 32))
+    roots = [grp.root for grp in g.groups]
+    assert "conv1.0" in roots and "conv5.0" in roots and all(r.endswith("branch2.0") for r in roots[1:-1])
+    assert all(grp.root.endswith((".branch2.5", ".branch1.2", ".branch1.0")) for grp in g.frozen)

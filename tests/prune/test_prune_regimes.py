@@ -66,7 +66,7 @@ def test_prune_measures_at_the_tables_dtype_and_layout(tmp_path, this_machine, t
     faster with fewer channels, and this is about the measuring path, not the search."""
     path = relabelled_table(tmp_path / f"{regime}.parquet", regime)
     cfg = pruning.PruneConfig(model="small_cifar10", table=path, input_size=SIZE, target_ms=1000.0, quick=True,
-                              compare=True, out=tmp_path / "out")
+                              compare=True, out=tmp_path / "out", confirm=0)
     r = pruning.run(cfg)
     want = {"dtype": "float32", "layout": "nchw", **REGIMES[regime]}
     assert {k: r.context[k] for k in want} == want

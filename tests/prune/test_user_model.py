@@ -1,5 +1,5 @@
 """The README's own-model example (`examples/user_net.py`: SE block, grouped and depthwise convs,
-a concatenation, a Linear head) prunes end to end from one sweep's worth of shapes."""
+a concatenation, a channel shuffle, a Linear head) prunes end to end from one sweep's worth of shapes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def test_the_user_model_example_prunes_to_its_target(tmp_path):
     assert by_root["grouped.0"].gates == ("se.expand",)                        # the SE block moves with it
     fuse = next(t for t in lm.terms if t.name == "fuse.0")
     assert fuse.spec.c_in == 80 and set(fuse.g_ins) == {by_root["branch_a.0"].index, by_root["branch_b.0.0"].index}
+    assert [g.root for g in lm.graph.frozen] == ["squeeze.0"]   # what the shuffle reads stays whole
+    assert by_root["fuse.0"].step == 4 and by_root["mix.0"].step == 4   # grouped 1x1s on both sides
 
     full = lm.predict(lm.full_counts())
     cfg = pipeline.PruneConfig(model=MODEL, table=str(oracle.path), measure=False, out=tmp_path, algo="dp")
@@ -34,5 +36,6 @@ def test_the_user_model_example_prunes_to_its_target(tmp_path):
     got = surgery.channel_counts(found.pruned)
     kept = dict(zip((g.root for g in lm.graph.groups), counts))
     assert got["fuse.0"][0] == kept["branch_a.0"] + kept["branch_b.0.0"]      # c_in is the concatenation
-    assert got["head"] == (kept["fuse.0"], 10)
+    assert got["squeeze.0"] == (kept["fuse.0"], 64) and got["mix.0"] == (64, kept["mix.0"])
+    assert got["head"] == (kept["mix.0"], 10)
     assert found.pruned.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)

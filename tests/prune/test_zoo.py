@@ -42,12 +42,12 @@ FAMILIES = {
 }
 #: Families latprof cannot prune today, with the error they end in (a LatprofError unless
 #: `XFAIL_RAISES` says otherwise: any other failure is a real one).
-XFAIL: dict[str, str] = {
-    "shufflenet_v2_x0_5": "refused: 'ShuffleNetV2 reshapes its channel dimension in a way torch-pruning's "
-                          "dependency graph cannot follow (a channel shuffle: view + transpose of the "
-                          "channels, as in ShuffleNet); latprof cannot prune it'",
-}
+XFAIL: dict[str, str] = {}
 XFAIL_RAISES: dict = {}
+#: The least ratio of a family's latency the search is asked for, where 0.5 is out of reach:
+#: ShuffleNet keeps the channels that reach or leave its shuffles whole (`Graph.frozen`), and its
+#: smallest configuration is 0.55 of the full latency on the oracle table.
+REACH = {"shufflenet_v2_x0_5": 0.6}
 #: (target ratio, searcher): dp is exact (it falls back to evo on too wide a graph), evo handles any graph.
 #: "smallest": no search, every group at its smallest option (the most any search can remove).
 TARGETS = [(0.5, "dp"), (0.8, "evo"), (None, "smallest")]
@@ -198,6 +198,7 @@ def test_zoo_prunes_to_the_target_exactly(oracles, tmp_path, name, ratio, algo):
                                    keep_residual=KEEP_RESIDUAL, out=tmp_path,
                                    search_options=EVO if algo == "evo" else {})
         full = lm.predict(lm.full_counts())
+        ratio = max(ratio, REACH.get(name, 0.0))
         found = pipeline.search(cfg, setup, None, lambda: ratio * full)
         counts, pruned = found.counts, found.pruned.eval()
         assert lm.predict(counts) <= ratio * full * (1 + 1e-9)
