@@ -160,7 +160,7 @@ def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyG
     layers it allows. What the graph cannot follow is refused, with the reason."""
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    except ZeroDivisionError:
+    except ZeroDivisionError as exc:
         raise LatprofError(f"{type(model).__name__} reshapes its channel dimension in a way torch-pruning's "
                            "dependency graph cannot follow (a view of the channels that is neither a flatten "
                            "nor a channel shuffle); latprof cannot prune it") from exc

@@ -84,29 +84,38 @@ class PruneReport:
         return got is not None and got <= self.target_ms * 1.0000001
 
     @property
+    def sessions_apart(self) -> float:
+        """The largest distance of one session's median ratio of the pick from the pooled median,
+        relative: the final sessions' (`Candidate.sessions_apart`) and the closed loop's, which is
+        not pooled but is a measurement of the same model all the same."""
+        c = self.pruned
+        loop = abs(self.loop_ratio / c.measured_ratio - 1) if self.loop_ratio and c.measured_ratio else 0.0
+        return float(max(c.sessions_apart, loop))
+
+    @property
     def noise_rel(self) -> float | None:
         """How well the pick's latency is known, relative to its median: the larger of half its
-        samples' interquartile range and the largest distance of one session's median from the
-        pooled one (the same model timed a minute apart). None when it was not measured."""
+        samples' interquartile range and `sessions_apart` (the same model timed in other sessions
+        and processes). None when it was not measured."""
         c = self.pruned
         if not c.measured_ms or c.measured_iqr_ms is None:
             return None
         spread = (c.measured_iqr_ms[1] - c.measured_iqr_ms[0]) / (2 * c.measured_ms)
-        return float(max(spread, c.sessions_apart))
+        return float(max(spread, self.sessions_apart))
 
     @property
     def verdict(self) -> str:
         """"met" / "missed" by the pooled median, and "within noise" when the measurement does not
         settle it: the target lies inside the samples' interquartile range, or closer to the
-        median than one session's median is."""
+        median than one session's median is (the closed loop's included)."""
         word = "met" if self.met else "missed"
         iqr = self.pruned.measured_iqr_ms
         if iqr is not None and iqr[0] <= self.target_ms <= iqr[1]:
             return f"{word}, within noise (the target lies between the samples' p25 and p75)"
-        got, apart = self.pruned.measured_ms, self.pruned.sessions_apart
+        got, apart = self.pruned.measured_ms, self.sessions_apart
         if got and abs(got / self.target_ms - 1) <= apart:
             return (f"{word}, within noise (the median is {got / self.target_ms - 1:+.1%} from the target; "
-                    f"the sessions' medians differ from it by up to {apart:.1%})")
+                    f"the sessions' medians, the closed loop's included, differ from it by up to {apart:.1%})")
         return word
 
     def to_dict(self) -> dict:

@@ -30,3 +30,15 @@ def test_a_clear_miss_and_a_clear_hit_say_so():
 
 def test_the_target_inside_the_samples_iqr_is_within_noise():
     assert report(5.0, 4.98, (4.9, 5.1), [0.5]).verdict.startswith("missed, within noise (the target lies between")
+
+
+def test_the_closed_loops_session_counts_in_the_noise_but_not_in_the_median():
+    """The loop chose the pick partly because it read low there: not pooled, but a measurement of
+    the same model, so a target between it and the final sessions is a close call."""
+    r = report(5.0, 4.9, (4.97, 5.03), [0.499, 0.501])        # the final sessions agree: a clear miss
+    assert r.verdict == "missed"
+    r.loop_ratio = 0.47                                         # the loop read the pick 6% lower
+    assert r.pruned.measured_ms == 5.0 and not r.met            # the median stays the final sessions'
+    assert r.noise_rel == pytest.approx(0.06)
+    assert r.verdict.startswith("missed, within noise (the median is +2.0% from the target; the sessions' "
+                                "medians, the closed loop's included")
