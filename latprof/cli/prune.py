@@ -133,9 +133,10 @@ def _print_prune(r, no_measure: bool = False) -> None:
     if r.pruned.measured_ratio is not None:
         click.echo("measured: each model timed in interleaved rounds next to the original; 'x orig' is the median "
                    "per-round ratio, and ms = ratio x the original's latency pooled over the sessions")
-        fresh = f" in {len(r.pruned.session_ratios)} fresh processes" if len(r.pruned.session_ratios) > 1 else ""
+        n = len(r.pruned.session_ratios)
+        fresh = f"the saved models timed in {n} fresh process{'es' if n > 1 else ''}" if r.confirmed else "one session"
         loop = f"; the closed loop's session, which chose it, read {r.loop_ratio:.3f}" if r.loop_ratio else ""
-        click.echo(f"final    the saved models timed{fresh}: latprof's pick x orig "
+        click.echo(f"final    {fresh}: latprof's pick x orig "
                    f"{', '.join(f'{v:.3f}' for v in r.pruned.session_ratios)}{loop}")
         if r.held_out_ms and r.pruned.measured_ms:
             click.echo(f"model    latprof's pick predicted {r.held_out_ms:.3f} ms "

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import importlib.util
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,9 @@ def _from_file(ref: str) -> nn.Module:
         raise LatprofError(f"model file {path} does not exist (from {ref!r})")
     spec = importlib.util.spec_from_file_location(f"latprof_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    # registered, so that its models pickle (prune saves them) and unpickle in a process that
+    # loads the same file first (prune's fresh timing processes do)
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's code failed: report it as such, with its message

@@ -153,6 +153,7 @@ def run(cfg: PruneConfig) -> PruneReport:
             for k, cand in enumerate(cands):
                 cand.session_ratios = [float(np.median(s[k])) for s in sessions]
                 _set_measured(cand, np.concatenate([s[k] for s in sessions]), scale)
+            report.confirmed = cfg.confirm > 0
             if found.ratios is not None:
                 report.loop_ratio = float(np.median(found.ratios))
             for cand, (_, _, _, curve) in zip(report.peers, peers):

@@ -70,6 +70,7 @@ class PruneReport:
     #: the pick's median ratio in the closed loop's session, which chose it (not in the verdict:
     #: a candidate that read low there was likelier to be chosen)
     loop_ratio: float | None = None
+    confirmed: bool = False      # the final measurement ran in fresh processes (`prune --confirm`)
     #: the pick's predicted latency with the model's constant shifted on the *other* candidates the
     #: closed loop measured (`loop.held_out_prediction`): the model where the search looks
     held_out_ms: float | None = None

@@ -33,7 +33,7 @@ def test_the_verdict_pools_fresh_processes_and_leaves_the_loops_session_out(tabl
         assert len(cand.session_ratios) == 2 and all(v > 0 for v in cand.session_ratios)
         # the pooled median lies between the processes' medians
         assert min(cand.session_ratios) <= cand.measured_ratio <= max(cand.session_ratios)
-    assert r.loop_ratio is not None and r.loop_ratio > 0    # reported, not pooled
+    assert r.confirmed and r.loop_ratio is not None and r.loop_ratio > 0    # reported, not pooled
     assert r.sessions >= 1 + 1 + 2                          # calibration, the loop, two fresh processes
     assert r.noise_rel is not None and r.noise_rel >= r.sessions_apart >= r.pruned.sessions_apart
 

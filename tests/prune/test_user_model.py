@@ -39,3 +39,16 @@ def test_the_user_model_example_prunes_to_its_target(tmp_path):
     assert got["squeeze.0"] == (kept["fuse.0"], 64) and got["mix.0"] == (64, kept["mix.0"])
     assert got["head"] == (kept["mix.0"], 10)
     assert found.pruned.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_the_user_models_pruned_file_saves_and_loads(tmp_path):
+    """A model from file.py:factory pickles (its module is registered under the name latprof gives
+    it), so prune saves it, and a process that loads the same file first (prune's fresh timing
+    processes do) can load the pruned file."""
+    oracle = oracle_table(tmp_path / "t.parquet", MODEL)
+    cfg = pipeline.PruneConfig(model=MODEL, table=str(oracle.path), target_ratio=0.6, measure=False,
+                               out=tmp_path / "out")
+    report = pipeline.run(cfg)
+    loaded = torch.load(report.files["model"], weights_only=False).eval()
+    assert surgery.channel_counts(loaded) == report.pruned.counts
+    assert loaded(torch.randn(1, 3, 64, 64)).shape == (1, 10)
