@@ -46,7 +46,8 @@ class _Shuffles(TorchFunctionMode):
         self._split: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id(5-D view) -> (it, source, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         src = args[0] if args and isinstance(args[0], torch.Tensor) else None
         if src is None or not isinstance(out, torch.Tensor):
