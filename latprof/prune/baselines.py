@@ -57,8 +57,9 @@ def magnitude(original: nn.Module, size, ratio: float, round_to: int) -> nn.Modu
     import torch_pruning as tp
 
     m = copy.deepcopy(original)
-    with graphs.pruner_view(m, size) as ignored:
-        pruner = tp.pruner.MagnitudePruner(m, torch.zeros(1, *size), importance=tp.importance.MagnitudeImportance(p=1),
+    with graphs.pruner_view(m, size) as (traced, ignored):
+        pruner = tp.pruner.MagnitudePruner(traced, torch.zeros(1, *size),
+                                           importance=tp.importance.MagnitudeImportance(p=1),
                                            pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)
     pruner.step()
     return m

@@ -97,8 +97,8 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
     finally:
         for h in hooks:
             h.remove()
-    with shuffles.cut(model, example) as perms:
-        dg = _dependency_graph(model, example)
+    with shuffles.cut(model, example) as (traced, perms):
+        dg = _dependency_graph(traced, example)
     raw, frozen = [], set()
     for g in dg.get_all_groups(ignored_layers=classifier(model), root_module_types=list(LAYERS)):
         outs, ins, bns = [], [], []
@@ -142,16 +142,17 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int], *, keep_residual
 
 @contextlib.contextmanager
 def pruner_view(model: nn.Module, size: tuple[int, int, int]):
-    """For torch-pruning's own pruners (the baselines): inside the block a pruner can trace
-    `model` (its channel shuffles made visible, `shuffle.cut`). Yields the layers it must leave
-    alone: the classifier, and for a model with shuffles the producers of the channels kept whole
-    (`Graph.frozen`) and the permutation convs."""
+    """For torch-pruning's own pruners (the baselines): inside the block a pruner can trace the
+    module it yields (`model`, or with channel shuffles `model` next to its permutation convs,
+    `shuffle.cut`; pruning it prunes `model`). Yields (that module, the layers the pruner must
+    leave alone): the classifier, and for a model with shuffles the producers of the channels kept
+    whole (`Graph.frozen`) and the permutation convs."""
     ignore = classifier(model)
     frozen = analyse(model, size, keep_residual=False).frozen if shuffles.count(model, size) else []
     names = dict(model.named_modules())
     ignore += [names[c] for g in frozen for c in g.out_convs]
-    with shuffles.cut(model, torch.zeros(1, *size)) as perms:
-        yield ignore + perms
+    with shuffles.cut(model, torch.zeros(1, *size)) as (traced, perms):
+        yield traced, ignore + perms
 
 
 def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:

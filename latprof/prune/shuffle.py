@@ -18,8 +18,6 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-#: The attribute the permutation convs live under while the graph is traced.
-ATTR = "_latprof_shuffles"
 _RESHAPES = {"view", "reshape", "flatten"}
 _CARRY = {"transpose", "permute", "contiguous", "swapaxes"}
 
@@ -43,7 +41,8 @@ class _Shuffles(TorchFunctionMode):
         super().__init__()
         self.convs = convs
         self.found: list[tuple[int, int, torch.Tensor]] = []   # (channels, groups, an input) per shuffle
-        self._split: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id(5-D view) -> (it, source, groups)
+        # id(5-D view) -> (it, its 4-D source, groups, whether its two channel axes were swapped)
+        self._split: dict[int, tuple[torch.Tensor, torch.Tensor, int, bool]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -58,13 +57,13 @@ class _Shuffles(TorchFunctionMode):
         if name in _RESHAPES and src.dim() == 4 and out.dim() == 5 and out.shape[0] == src.shape[0] \
                 and out.shape[1] * out.shape[2] == src.shape[1] and out.shape[3:] == src.shape[2:] \
                 and 1 < out.shape[1] < src.shape[1]:
-            self._split[id(out)] = (out, src, out.shape[1])    # the tensor is kept: its id stays its own
+            self._split[id(out)] = (out, src, out.shape[1], False)   # the tensor is kept: its id stays its own
         elif name in _CARRY and id(src) in self._split and out.dim() == 5:
-            _, origin, groups = self._split[id(src)]
-            self._split[id(out)] = (out, origin, groups)
+            _, origin, groups, swapped = self._split[id(src)]
+            self._split[id(out)] = (out, origin, groups, swapped != (name != "contiguous"))
         elif name in _RESHAPES and id(src) in self._split and out.dim() == 4:
-            _, origin, groups = self._split[id(src)]
-            if out.shape == origin.shape and src.shape[1] != groups:   # transposed: channels interleaved
+            _, origin, groups, swapped = self._split[id(src)]
+            if out.shape == origin.shape and swapped:   # the channel axes swapped: channels interleaved
                 return self._shuffle(origin, groups, out)
         return out
 
@@ -76,24 +75,32 @@ class _Shuffles(TorchFunctionMode):
         return self.convs[k % len(self.convs)](x)   # the k-th of a forward pass (the tracer may run several)
 
 
+class _Traced(nn.Module):
+    """The model next to its permutation convs, for the tracer: the convs are modules of the
+    traced whole (the tracer maps every call to a module it holds) without being attached to the
+    user's model (a Sequential would run them)."""
+
+    def __init__(self, model: nn.Module, convs: list[nn.Conv2d]):
+        super().__init__()
+        self.model, self.shuffles = model, nn.ModuleList(convs)
+
+    def forward(self, x):
+        return self.model(x)
+
+
 @contextlib.contextmanager
 def cut(model: nn.Module, example: torch.Tensor):
-    """Within the block, `model` carries one permutation conv per channel shuffle (under `ATTR`)
-    and its forward routes each shuffle through its conv: trace it (torch-pruning's graph) inside.
-    Yields the convs (empty for a model without shuffles, which is left untouched)."""
+    """Within the block, each channel shuffle in `model`'s forward runs through its permutation
+    conv: trace (torch-pruning's graph) the module it yields. Yields (module to trace, the convs):
+    for a model without shuffles, the model itself and no convs."""
     with torch.no_grad(), _Shuffles() as finder:
         model(example)
     if not finder.found:
-        yield []
+        yield model, []
         return
     convs = [permutation_conv(c, g, x) for c, g, x in finder.found]
-    finder.found.clear()
-    setattr(model, ATTR, nn.ModuleList(convs))
-    try:
-        with _Shuffles(convs):
-            yield convs
-    finally:
-        delattr(model, ATTR)
+    with _Shuffles(convs):
+        yield _Traced(model, convs), convs
 
 
 def count(model: nn.Module, size: tuple[int, int, int]) -> int:
