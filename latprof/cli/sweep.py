@@ -118,7 +118,5 @@ def _search_space(model: str, input_size):
     from latprof.prune import latmodel
 
     def specs(table, ctx):
-        both = [latmodel.search_space_specs(model, table, ctx, input_size=input_size, keep_residual=keep)
-                for keep in (None, False)]
-        return list(dict.fromkeys(both[0] + both[1]))
+        return latmodel.search_space_specs(model, table, ctx, input_size=input_size, keep_residual=(None, False))
     return specs

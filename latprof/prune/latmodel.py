@@ -203,8 +203,10 @@ def _required(v):
 
 
 def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KEEP,
-          max_options: int = options.MAX_OPTIONS) -> LatencyModel:
-    """Terms for every conv and Linear layer of the graph's model, fitted lines, and each group's options."""
+          max_options: int = options.MAX_OPTIONS, fitted: tuple | None = None) -> LatencyModel:
+    """Terms for every conv and Linear layer of the graph's model, fitted lines, and each group's options.
+    `fitted`: the (table index, line fits) of another `build` on the same model, table and context
+    (the lines do not depend on the groups), so that they are not fitted again."""
     layers = models.conv_layers(graph.model, graph.input_size)
     g_ins, g_out = {}, {}
     for g in graph.groups:
@@ -218,9 +220,10 @@ def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KE
         terms.append(ConvTerm(layer.name, spec, tuple(g_ins.get(layer.name, ())), g_out.get(layer.name),
                               layer.unit))
         bases.append(layer)
-    index = steps.TableIndex(table)
-    lines = plan.model_lines(bases, ctx)
-    fits = {(line.base, line.axis): steps.fit_line(index, line) for line in lines}
+    if fitted is None:
+        index = steps.TableIndex(table)
+        fitted = index, {(line.base, line.axis): steps.fit_line(index, line) for line in plan.model_lines(bases, ctx)}
+    index, fits = fitted
     group_options, missing, missing_lines = [], set(), []
     for g in graph.groups:
         root = next(t for t in terms if t.name == g.root)
@@ -238,16 +241,23 @@ def build(graph: Graph, table, ctx: Context, *, min_keep: float = options.MIN_KE
 
 
 def search_space_specs(model: str, table, ctx: Context, *, input_size=None, min_keep: float = options.MIN_KEEP,
-                       max_options: int = options.MAX_OPTIONS, keep_residual: bool | None = None) -> list[ConvSpec]:
+                       max_options: int = options.MAX_OPTIONS,
+                       keep_residual: bool | None | tuple = None) -> list[ConvSpec]:
     """Every shape `latprof prune MODEL` (with these options) would look up that `table` lacks:
-    what a model sweep measures after its lines, so that prune needs no request round."""
+    what a model sweep measures after its lines, so that prune needs no request round. A tuple of
+    `keep_residual` values: the shapes of every one of those search spaces (the model is loaded
+    and its lines fitted once)."""
     from latprof.prune import graph as graphs
 
     net, size = models.load(model, input_size)
-    lm = build(graphs.analyse(net, size, keep_residual=keep_residual), table, ctx, min_keep=min_keep,
-               max_options=max_options)
-    lm.term_tables()
-    return sorted(lm.missing)
+    missing, fitted = {}, None
+    for keep in keep_residual if isinstance(keep_residual, tuple) else (keep_residual,):
+        lm = build(graphs.analyse(net, size, keep_residual=keep), table, ctx, min_keep=min_keep,
+                   max_options=max_options, fitted=fitted)
+        fitted = lm.index, lm.fits
+        lm.term_tables()
+        missing.update(dict.fromkeys(lm.missing))
+    return sorted(missing)
 
 
 def fit_calibration(predicted: list[float], measured: list[float]) -> tuple[float, float]:

@@ -140,17 +140,17 @@ def run(cfg: PruneConfig) -> PruneReport:
             peers = baselines.at_target(setup.original, setup.size, timer, target_us())
             report.peers = [candidate(name, m, setup.size, baselines.predict_model(setup.lm, m))
                             for name, m, _, _ in peers]
+        # (report candidate, model) of everything timed and scored against the original: the pick first
+        compared = list(zip([report.pruned] + report.baselines + report.peers,
+                            [found.pruned] + [m for _, m in base_nets] + [m for _, m, _, _ in peers]))
         if cfg.compare:   # the importance each keeps, over every group (residual ones too: peers prune them)
             keeps = baselines.importance_kept(setup.original, setup.size, cfg.importance, setup.prev)
-            nets = [setup.original, found.pruned] + [m for _, m in base_nets] + [m for _, m, _, _ in peers]
-            for cand, net in zip([report.original, report.pruned] + report.baselines + report.peers, nets):
+            for cand, net in [(report.original, setup.original)] + compared:
                 cand.importance = keeps(net)
         if timer is not None:
-            cands = [report.pruned] + report.baselines + report.peers
-            sessions = final_sessions(cfg, setup, timer, [found.pruned] + [m for _, m in base_nets]
-                                      + [m for _, m, _, _ in peers])
+            sessions = final_sessions(cfg, setup, timer, [net for _, net in compared])
             scale = timer.scale_us()           # with the final sessions' originals in it
-            for k, cand in enumerate(cands):
+            for k, (cand, _) in enumerate(compared):
                 cand.session_ratios = [float(np.median(s[k])) for s in sessions]
                 _set_measured(cand, np.concatenate([s[k] for s in sessions]), scale)
             report.confirmed = cfg.confirm > 0
